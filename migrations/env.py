@@ -1,0 +1,35 @@
+"""Alembic environment: runs on the engine expq hands over, or on EXPQ_DATABASE_URL."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import text
+
+from service.config import load_settings
+from service.db import make_engine
+from service.schema import Base
+
+# Any constant: every expq process upgrading a PostgreSQL database takes this lock first.
+_PG_MIGRATION_LOCK = 0x65787071
+
+
+def run_migrations_online() -> None:
+    engine = context.config.attributes.get("engine") or make_engine(load_settings().database_url)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            # Two processes upgrading at once: the second waits here, then finds head applied.
+            # SQLite gets the same from its BEGIN IMMEDIATE.
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                )
+            context.run_migrations()
+
+
+run_migrations_online()

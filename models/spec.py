@@ -1,0 +1,152 @@
+"""The training spec: every knob of one run, validated in plain Python (no torch).
+
+The CLI validates a spec before it writes anything and the worker validates it again
+before it trains, both through `spec_from_dict`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from models.defaults import task_defaults
+from models.registry import TASKS
+
+MODELS = ("mlp", "rnn")
+CELLS = ("rnn", "lstm", "gru")
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+LOSSES = ("mse", "cross_entropy")
+DEVICES = ("auto", "cpu", "cuda")
+
+# The hyperparameters every run records, keyed by the submit option names.
+PARAM_NAMES = (
+    "task", "model", "cell", "hidden", "layers", "activation", "dropout", "lr", "momentum",
+    "weight_decay", "epochs", "batch_size", "loss", "seq_len", "samples", "seed", "device",
+)
+
+
+class SpecError(ValueError):
+    """A spec field is missing, of the wrong type or out of range; the message is one line."""
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    task: str
+    model: str
+    cell: str
+    hidden: int
+    layers: int
+    activation: str
+    dropout: float
+    lr: float
+    momentum: float
+    weight_decay: float
+    epochs: int
+    batch_size: int
+    loss: str
+    seq_len: int  # sequence length / dependency distance; its meaning is the task's
+    samples: int  # built-in dataset size (train + val); ignored with user data
+    seed: int
+    device: str
+    val_fraction: float = 0.2  # held out when no val data is given
+    grad_clip: float = 1.0  # max gradient L2 norm; 0 disables clipping
+    patience: int | None = None  # early stopping on val loss, in epochs
+    time_limit: float | None = None  # seconds of training before the run fails
+    data: str | None = None  # sha256 of the user's training JSONL
+    val_data: str | None = None  # sha256 of the user's validation JSONL
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def params(self) -> dict[str, Any]:
+        """The hyperparameters as the CLI names them."""
+        return {name: getattr(self, name) for name in PARAM_NAMES}
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise SpecError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _number(name: str, value: Any, kind: type) -> int | float:
+    if isinstance(value, bool) or value is None:
+        raise SpecError(f"{name} must be a number; got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise SpecError(f"{name} must be a number; got {value!r}") from None
+    if not isinstance(value, (int, float)):
+        raise SpecError(f"{name} must be a number; got {value!r}")
+    if not math.isfinite(value):
+        raise SpecError(f"{name} must be finite; got {value!r}")
+    if kind is int:
+        if value != int(value):
+            raise SpecError(f"{name} must be a whole number; got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _ranged(
+    name: str, value: Any, kind: type, low: float, high: float, *, low_open: bool = False,
+    high_open: bool = False,
+) -> int | float:
+    number = _number(name, value, kind)
+    too_low = number <= low if low_open else number < low
+    too_high = number >= high if high_open else number > high
+    if too_low or too_high:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        raise SpecError(f"{name} must be in {left}{low:g}, {high:g}{right}; got {number:g}")
+    return number
+
+
+def _sha256(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not (isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value)):
+        raise SpecError(f"{name} must be a sha256 hex digest; got {value!r}")
+    return value
+
+
+def spec_from_dict(raw: dict[str, Any]) -> TrainSpec:
+    """Validate `raw` (task defaults fill what it leaves out) and return the frozen spec."""
+    if not isinstance(raw, dict):
+        raise SpecError("spec must be an object")
+    known = {f.name for f in fields(TrainSpec)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SpecError(f"unknown spec field {unknown[0]!r}")
+    task = _choice("task", raw.get("task"), tuple(TASKS))
+    model = _choice("model", raw.get("model"), MODELS)
+    merged = {**task_defaults(task, model), **{k: v for k, v in raw.items() if v is not None}}
+    optional = lambda key, check: None if merged.get(key) is None else check(merged[key])  # noqa: E731
+    return TrainSpec(
+        task=task,
+        model=model,
+        cell=_choice("cell", merged["cell"], CELLS),
+        hidden=_ranged("hidden", merged["hidden"], int, 1, 4096),
+        layers=_ranged("layers", merged["layers"], int, 1, 16),
+        activation=_choice("activation", merged["activation"], ACTIVATIONS),
+        dropout=_ranged("dropout", merged["dropout"], float, 0, 1, high_open=True),
+        lr=_ranged("lr", merged["lr"], float, 0, 100, low_open=True),
+        momentum=_ranged("momentum", merged["momentum"], float, 0, 1, high_open=True),
+        weight_decay=_ranged("weight_decay", merged["weight_decay"], float, 0, 1),
+        epochs=_ranged("epochs", merged["epochs"], int, 1, 100_000),
+        batch_size=_ranged("batch_size", merged["batch_size"], int, 1, 65_536),
+        loss=_choice("loss", merged["loss"], LOSSES),
+        seq_len=_ranged("seq_len", merged["seq_len"], int, 1, 512),
+        samples=_ranged("samples", merged["samples"], int, 10, 1_000_000),
+        seed=_ranged("seed", merged["seed"], int, 0, 2**31 - 1),
+        device=_choice("device", merged["device"], DEVICES),
+        val_fraction=_ranged("val_fraction", merged["val_fraction"], float, 0, 0.9, low_open=True),
+        grad_clip=_ranged("grad_clip", merged["grad_clip"], float, 0, 1e6),
+        patience=optional("patience", lambda v: _ranged("patience", v, int, 1, 100_000)),
+        time_limit=optional(
+            "time_limit", lambda v: _ranged("time_limit", v, float, 0, 30 * 86_400, low_open=True)
+        ),
+        data=_sha256("data", merged.get("data")),
+        val_data=_sha256("val_data", merged.get("val_data")),
+    )

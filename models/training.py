@@ -1,0 +1,232 @@
+"""The SGD training loop: per-epoch, per-timestep losses and metrics through a callback.
+
+It knows nothing of queues or databases. Every number of an epoch is accumulated in device
+tensors and crosses to the host in one transfer at the epoch's end.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from models.data import Split, TaskData, build_data
+from models.losses import timestep_losses, timestep_mask, total_loss
+from models.networks import build_model
+from models.spec import TrainSpec
+
+EVAL_BATCH = 1024  # evaluation keeps no activations for backward, so it can batch wider
+
+
+@dataclass(frozen=True)
+class SplitReport:
+    total: float  # L: mean over sequences of the sum of their per-timestep losses
+    per_timestep: list[float]  # L_t for t = 1..longest target in the split
+    metric: float  # accuracy, or token accuracy for sequence targets
+    metrics: dict[str, float]  # every metric by name, `metric` included
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int  # 1-based
+    train: SplitReport  # accumulated over the epoch's batches (dropout on, teacher-forced)
+    val: SplitReport  # an evaluation pass: dropout off, greedy decoding for the metric
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FitResult:
+    status: str  # "completed" | "diverged" | "early_stopped" | "stopped"
+    epochs_done: int
+    device: str
+    reason: str | None
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used."""
+
+
+def resolve_device(name: str) -> str:
+    """Map "auto" to "cuda" when available else "cpu"; a missing CUDA fails at once."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("CUDA requested but not available on this worker; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise DeviceError(f"device must be one of auto, cpu, cuda; got {name!r}")
+    return name
+
+
+def build_optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+    )
+
+
+class _Tally:
+    """Device-side sums for one split and epoch; nothing here reads a value back."""
+
+    def __init__(self, steps: int, device: str) -> None:
+        self.sums = torch.zeros(3, steps, dtype=torch.float64, device=device)  # loss, n, correct
+        self.exact = torch.zeros(1, dtype=torch.float64, device=device)
+        self.sequences = 0  # counted on the host from batch shapes
+
+    def add(self, losses: Tensor, mask: Tensor, predicted: Tensor, y: Tensor) -> None:
+        correct = (predicted == y) & mask  # (batch, steps)
+        self.sums += torch.stack([losses.sum(0), mask.sum(0), correct.sum(0)])
+        self.exact += (correct | ~mask).all(1).sum()
+        self.sequences += y.shape[0]
+
+    def flat(self) -> Tensor:
+        return torch.cat([self.sums.flatten(), self.exact])
+
+    def report(self, values: list[float], sequence_output: bool) -> SplitReport:
+        """Turn this tally's slice of the host values into a report."""
+        steps = self.sums.shape[1]
+        loss, count, correct = (values[i * steps : (i + 1) * steps] for i in range(3))
+        seen = max(t + 1 for t in range(steps) if count[t] > 0)  # longest target tallied
+        tokens = sum(count)
+        metric = sum(correct) / tokens
+        exact = values[3 * steps] / self.sequences
+        return SplitReport(
+            total=sum(loss) / self.sequences,
+            per_timestep=[loss[t] / count[t] for t in range(seen)],
+            metric=metric,
+            metrics={"token_accuracy": metric, "exact_match": exact}
+            if sequence_output
+            else {"accuracy": metric},
+        )
+
+
+def _on(split: Split, device: str) -> Split:
+    # lengths stay on the CPU: packing reads them there, and no batch needs a sync for them
+    return replace(split, x=split.x.to(device), y=split.y.to(device), y_len=split.y_len.to(device))
+
+
+def _predict(model: nn.Module, x: Tensor, lengths: Tensor, logits: Tensor) -> Tensor:
+    if getattr(model.config, "sequence_output", False):
+        return model.decode(x, lengths)  # greedy: each step reads its own previous guess
+    return logits.argmax(-1)  # (batch, steps)
+
+
+def _train_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, spec: TrainSpec, split: Split,
+    stop: threading.Event | None, steps_left: int | None,
+) -> tuple[_Tally, int, bool]:
+    """One pass over shuffled batches; returns the tally, optimizer steps taken, and whether
+    `stop` cut it short."""
+    model.train()
+    device = split.y.device
+    tally = _Tally(split.y.shape[1], str(device))
+    order = torch.randperm(len(split))  # CPU: it also indexes the CPU-side lengths
+    taken = 0
+    for start in range(0, len(split), spec.batch_size):
+        if stop is not None and stop.is_set():
+            return tally, taken, True
+        if steps_left is not None and taken >= steps_left:
+            break
+        index = order[start : start + spec.batch_size]
+        on_device = index.to(device)
+        x, y, y_len = split.x[on_device], split.y[on_device], split.y_len[on_device]
+        mask = timestep_mask(y_len, y.shape[1])  # (batch, steps)
+        logits = model(x, split.lengths[index], y)  # (batch, steps, classes)
+        losses = timestep_losses(logits, y, mask, spec.loss)  # (batch, steps)
+        optimizer.zero_grad(set_to_none=True)
+        total_loss(losses).backward()
+        if spec.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+        optimizer.step()
+        with torch.no_grad():
+            tally.add(losses.detach(), mask, logits.detach().argmax(-1), y)
+        taken += 1
+    return tally, taken, False
+
+
+@torch.no_grad()
+def _evaluate_tally(model: nn.Module, split: Split, loss: str) -> _Tally:
+    model.eval()
+    tally = _Tally(split.y.shape[1], str(split.y.device))
+    for start in range(0, len(split), EVAL_BATCH):
+        end = start + EVAL_BATCH
+        x, y, y_len = split.x[start:end], split.y[start:end], split.y_len[start:end]
+        lengths = split.lengths[start:end]
+        mask = timestep_mask(y_len, y.shape[1])
+        logits = model(x, lengths, y)  # teacher-forced: the loss the notes define
+        losses = timestep_losses(logits, y, mask, loss)  # (batch, steps)
+        tally.add(losses, mask, _predict(model, x, lengths, logits), y)
+    return tally
+
+
+def evaluate(model: nn.Module, split: Split, loss: str) -> SplitReport:
+    """Losses and metrics of `model` on a split already on the model's device."""
+    tally = _evaluate_tally(model, split, loss)
+    values = tally.flat().tolist()  # sync: the one read-back of this evaluation
+    return tally.report(values, getattr(model.config, "sequence_output", False))
+
+
+def _finite(report: SplitReport) -> bool:
+    return math.isfinite(report.total) and all(math.isfinite(v) for v in report.per_timestep)
+
+
+def fit_model(
+    spec: TrainSpec, data: TaskData, model: nn.Module, optimizer: torch.optim.Optimizer,
+    device: str, on_epoch: Callable[[EpochReport], None] | None = None,
+    stop: threading.Event | None = None, max_steps: int | None = None,
+) -> FitResult:
+    """Train an already built model (on `device`) for the spec's epochs."""
+    train, val = _on(data.train, device), _on(data.val, device)
+    sequence_output = data.dims.output_kind == "tokens"
+    best, stale, steps = math.inf, 0, 0
+    for epoch in range(1, spec.epochs + 1):
+        started = time.perf_counter()
+        left = None if max_steps is None else max_steps - steps
+        train_tally, taken, stopped = _train_epoch(model, optimizer, spec, train, stop, left)
+        steps += taken
+        if stopped:
+            return FitResult("stopped", epoch - 1, device, f"stop requested during epoch {epoch}")
+        val_tally = _evaluate_tally(model, val, spec.loss)
+        # sync: the epoch's single device->host transfer, every loss and metric at once
+        values = torch.cat([train_tally.flat(), val_tally.flat()]).tolist()
+        cut = train_tally.flat().shape[0]
+        report = EpochReport(
+            epoch,
+            train_tally.report(values[:cut], sequence_output),
+            val_tally.report(values[cut:], sequence_output),
+            time.perf_counter() - started,
+        )
+        if on_epoch is not None:
+            on_epoch(report)
+        for name, split_report in (("train", report.train), ("val", report.val)):
+            if not _finite(split_report):
+                reason = f"non-finite {name} loss at epoch {epoch}"
+                return FitResult("diverged", epoch, device, reason)
+        if max_steps is not None and steps >= max_steps:
+            return FitResult("completed", epoch, device, f"max_steps={max_steps} reached")
+        if report.val.total < best:
+            best, stale = report.val.total, 0
+        else:
+            stale += 1
+        if spec.patience is not None and stale >= spec.patience:
+            reason = f"val loss did not improve for {spec.patience} epochs"
+            return FitResult("early_stopped", epoch, device, reason)
+    return FitResult("completed", spec.epochs, device, None)
+
+
+def fit(
+    spec: TrainSpec, data: TaskData | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None, stop: threading.Event | None = None,
+    max_steps: int | None = None,
+) -> FitResult:
+    """Train the spec's network on its data (built from the spec when not given)."""
+    device = resolve_device(spec.device)
+    if data is None:
+        data = build_data(spec)
+    torch.manual_seed(spec.seed)  # initialisation, dropout masks and shuffling all follow it
+    model = build_model(spec, data.dims).to(device)
+    optimizer = build_optimizer(spec, model)
+    return fit_model(spec, data, model, optimizer, device, on_epoch, stop, max_steps)

@@ -1,0 +1,160 @@
+"""`expq demo`: an embedded broker, a real worker process, one short run per task x model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from service.config import load_settings, mask_url
+from service.output import emit_runs
+
+DEMO_TASKS = ("binary", "sentiment", "captioning", "translation")
+DEMO_MODELS = ("mlp", "rnn")
+WORKER_STOP_SECONDS = 15
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def embedded_broker() -> Iterator[str]:
+    """A Redis-protocol server (fakeredis) on a free loopback port, for machines without Redis."""
+    from fakeredis import TcpFakeServer
+
+    server = TcpFakeServer(("127.0.0.1", free_port()), server_type="redis")
+    thread = threading.Thread(target=server.serve_forever, name="demo-broker", daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{server.server_address[1]}/0"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def start_worker(env: dict[str, str], log_path: Path, concurrency: int = 2) -> subprocess.Popen:
+    """A real `expq worker` in its own process group, so that stopping it stops its children."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "worker",
+                "--queues",
+                "cpu,auto",
+                f"--concurrency={concurrency}",
+                "--loglevel=WARNING",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    """SIGTERM the worker's group (a warm shutdown), then SIGKILL what is left."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(WORKER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _watch(engine, run_ids: list[int], worker: subprocess.Popen) -> None:  # noqa: ANN001
+    from service.store import run_statuses
+
+    seen: dict[int, tuple[str, int]] = {}
+    terminal = {"succeeded", "failed", "diverged", "cancelled"}
+    while True:
+        from service.store import get_run
+
+        for run_id, status in run_statuses(engine, run_ids).items():
+            run = get_run(engine, run_id)
+            state = (status, run.epochs_done)
+            if seen.get(run_id) != state:
+                seen[run_id] = state
+                click.echo(
+                    f"  run {run_id:>4} {run.task:<11} {run.model:<3} {status:<9} "
+                    f"epoch {run.epochs_done}/{run.params['epochs']}"
+                )
+        if all(state[0] in terminal for state in seen.values()) and len(seen) == len(run_ids):
+            return
+        if worker.poll() is not None:
+            raise click.ClickException(f"the demo worker exited with code {worker.returncode}")
+        time.sleep(0.5)
+
+
+def run_demo(epochs: int) -> int:
+    """The demo's exit code: 0 when all eight runs succeeded."""
+    settings = load_settings()
+    env = {**os.environ, "EXPQ_DATABASE_URL": settings.database_url, "OMP_NUM_THREADS": "1"}
+    with _broker_url() as broker_url:
+        env["EXPQ_BROKER_URL"] = broker_url
+        os.environ["EXPQ_BROKER_URL"] = broker_url
+        click.echo(f"broker:   {mask_url(broker_url)}")
+        click.echo(f"database: {mask_url(settings.database_url)}")
+        worker = start_worker(env, settings.home / "demo-worker.log")
+        try:
+            return _submit_and_watch(settings, broker_url, epochs, worker)
+        finally:
+            click.echo("stopping the demo worker ...")
+            stop_worker(worker)
+
+
+@contextmanager
+def _broker_url() -> Iterator[str]:
+    if os.environ.get("EXPQ_BROKER_URL"):
+        yield os.environ["EXPQ_BROKER_URL"]
+        return
+    with embedded_broker() as url:
+        yield url
+
+
+def _submit_and_watch(settings, broker_url: str, epochs: int, worker: subprocess.Popen) -> int:  # noqa: ANN001
+    from service.db import get_engine
+    from service.store import NewRun, list_runs
+    from service.submit import prepare_spec, submit_spec
+    from workers.app import make_app
+
+    engine = get_engine(settings.database_url)
+    app = make_app(broker_url)
+    experiment = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    run_ids = []
+    for task in DEMO_TASKS:
+        for model in DEMO_MODELS:
+            spec, files = prepare_spec(
+                {"task": task, "model": model, "epochs": epochs, "samples": 600, "device": "cpu"},
+                None,
+                None,
+            )
+            run = submit_spec(engine, app, spec, files, NewRun(experiment=experiment, queue="cpu"))
+            run_ids.append(run.id)
+    click.echo(f"submitted {len(run_ids)} runs to experiment {experiment}; training ...")
+    _watch(engine, run_ids, worker)
+    results = list_runs(engine, experiment=experiment, sort="id", descending=False, limit=None)
+    emit_runs(results, "table", title=f"expq demo: {experiment}")
+    succeeded = sum(run.status == "succeeded" for run in results)
+    click.echo(f"{succeeded}/{len(results)} runs succeeded")
+    return 0 if succeeded == len(results) else 1
