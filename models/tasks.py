@@ -106,18 +106,19 @@ _PLACES = (
 
 
 def captioning(
-    samples: int, seq_len: int, gen: torch.Generator, *, cell: int = 4, vocab: int = 5,
+    samples: int, seq_len: int, gen: torch.Generator, *, cell: int = 3, vocab: int = 5,
     noise: float = 0.1,
 ) -> Rows:
     """Images of 3x3-pixel shapes on a 3x3 grid of cells -> "<shape> <place>" per shape.
 
     Knobs: `samples`; `seq_len` = longest caption in words (two per shape, so up to
     seq_len // 2 shapes, at most 9); `cell` = cell side in pixels (3..5, image side 3*cell,
-    9x9 to 15x15); `vocab` = number of shape kinds (1..5); `noise` = std of Gaussian pixel
-    noise. Shapes sit at a random offset inside their cell; captions list them in reading order.
-    Example (cell 4, 12x12 image flattened row by row): a plus in the top-left cell and a ring
-    in the center -> {"input": [0.0, 0.0, 1.0, ...144 numbers], "target":
-    ["plus", "top-left", "ring", "center"]}.
+    9x9 to 15x15; above 3 each shape sits at a random offset inside its cell, which makes
+    the task markedly harder); `vocab` = number of shape kinds (1..5); `noise` = std of
+    Gaussian pixel noise. Captions list the shapes in reading order.
+    Example (cell 3, 9x9 image flattened row by row, noise left out): a plus in the top-left
+    cell and a ring in the center -> {"input": [0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, ...
+    81 numbers], "target": ["plus", "top-left", "ring", "center"]}.
     """
     names = list(_SHAPES)[: max(1, min(vocab, len(_SHAPES)))]
     most = max(1, min(len(_PLACES), seq_len // 2))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from service import __version__
 from service.config import load_settings
@@ -56,6 +57,11 @@ class ExpqGroup(click.Group):
         except ExpqError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OperationalError as exc:
+            # The database went away after the first connection.
+            lines = str(exc.orig or exc).strip().splitlines()
+            click.echo(f"Error: database error: {lines[0] if lines else exc}", err=True)
+            sys.exit(1)
         except (click.Abort, KeyboardInterrupt):
             click.echo("Aborted.", err=True)
             sys.exit(130)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import DatabaseError
@@ -104,7 +105,10 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
-    command.upgrade(_alembic_config(engine), revision)
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+    except OperationalError as exc:
+        raise _unreachable(engine, exc) from exc
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
@@ -118,9 +122,8 @@ def ensure_schema(engine: Engine) -> None:
     try:
         tables = set(inspect(engine).get_table_names())
         current = current_revision(engine) if "alembic_version" in tables else None
-    except Exception as exc:  # noqa: BLE001 - any driver error means unreachable here
-        where = engine.url.render_as_string(hide_password=True)
-        raise DatabaseError(f"database unreachable at {where}: {_first_line(exc)}") from exc
+    except OperationalError as exc:
+        raise _unreachable(engine, exc) from exc
     if current is None and not (tables - {"alembic_version"}):
         upgrade(engine)
         return
@@ -132,6 +135,7 @@ def ensure_schema(engine: Engine) -> None:
         )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _unreachable(engine: Engine, exc: OperationalError) -> DatabaseError:
+    where = engine.url.render_as_string(hide_password=True)
+    lines = str(exc.orig or exc).strip().splitlines()
+    return DatabaseError(f"database unreachable at {where}: {lines[0] if lines else exc}")

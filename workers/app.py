@@ -34,7 +34,12 @@ def make_app(broker_url: str | None = None) -> Celery:
             "priority_steps": list(range(10)),
             "sep": ":",
             "queue_order_strategy": "priority",
-            "socket_connect_timeout": 5,
+            # A publisher facing a dead broker gives up in about a second, not kombu's minute.
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+            "socket_connect_timeout": 2,
             "socket_timeout": 10,
         },
         worker_hijack_root_logger=False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from celery import Celery
 
 from service.config import mask_url
@@ -30,6 +32,9 @@ def publish_run(app: Celery, run_id: int, queue: str, priority: int = 0) -> None
             retry=False,
         )
     except Exception as exc:  # noqa: BLE001 - kombu raises many transport errors
-        raise BrokerUnavailable(
-            f"broker unreachable at {mask_url(app.conf.broker_url)}: {type(exc).__name__}"
-        ) from exc
+        url = app.conf.broker_url
+        password = urlsplit(url).password
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if password:
+            reason = reason.replace(password, "***")
+        raise BrokerUnavailable(f"broker unreachable at {mask_url(url)}: {reason}") from exc

@@ -17,6 +17,7 @@ from service.store import (
     claim_run,
     finish_run,
     get_run,
+    is_cancelled,
     load_dataset,
     record_epoch,
 )
@@ -56,9 +57,8 @@ def _load_user_rows(engine: Engine, spec) -> tuple[list[dict] | None, list[dict]
 
 def execute_run(engine: Engine, run_id: int, settings: Settings) -> str | None:
     """Claim, train and finish one run; the status it ended in, or None when it was not ours."""
-    from models.training import DeviceError, fit, resolve_device
-
     from models.spec import SpecError, spec_from_dict
+    from models.training import DeviceError, fit, resolve_device
 
     run = get_run(engine, run_id)
     if run is None or run.status != RunStatus.QUEUED:
@@ -110,10 +110,7 @@ def execute_run(engine: Engine, run_id: int, settings: Settings) -> str | None:
             stop=heartbeat.stop,
         )
     except LeaseLost:
-        log.warning(
-            "run %s attempt %s: lease lost; stopped without further writes", run_id, attempt
-        )
-        return None
+        return _lost(engine, run_id, attempt)
     except Exception as exc:  # noqa: BLE001 - any training error fails the run, not the worker
         return _finish(
             engine, run_id, attempt, RunStatus.FAILED, _one_line(exc), traceback.format_exc()
@@ -124,8 +121,7 @@ def execute_run(engine: Engine, run_id: int, settings: Settings) -> str | None:
     if result.status == "stopped":
         if heartbeat.reason == "time limit":
             return _finish(engine, run_id, attempt, RunStatus.FAILED, "time limit", None)
-        log.info("run %s attempt %s: stopped (%s)", run_id, attempt, heartbeat.reason)
-        return RunStatus.CANCELLED if heartbeat.reason == "cancelled" else None
+        return _lost(engine, run_id, attempt)
     status = _FIT_STATUS[result.status]
     error = result.reason if status != RunStatus.SUCCEEDED else None
     return _finish(engine, run_id, attempt, status, error, None)
@@ -142,6 +138,14 @@ def _finish(
     try:
         finish_run(engine, run_id, attempt, status, error=error, traceback=trace)
     except LeaseLost:
-        log.warning("run %s attempt %s: lease lost before it could end %s", run_id, attempt, status)
-        return None
+        return _lost(engine, run_id, attempt)
     return status
+
+
+def _lost(engine: Engine, run_id: int, attempt: int) -> str | None:
+    """This attempt no longer holds the run: cancelled by the user, or reclaimed after a stall."""
+    if is_cancelled(engine, run_id):
+        log.info("run %s attempt %s: cancelled", run_id, attempt)
+        return RunStatus.CANCELLED
+    log.warning("run %s attempt %s: lease lost; stopped without further writes", run_id, attempt)
+    return None

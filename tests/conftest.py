@@ -1,0 +1,90 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL when EXPQ_TEST_DATABASE_URL is set),
+brokers (the embedded one always, real Redis when EXPQ_TEST_REDIS_URL is set), worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from service.demo import embedded_broker, start_worker, stop_worker
+
+TEST_REDIS_URL = os.environ.get("EXPQ_TEST_REDIS_URL")
+TEST_DATABASE_URL = os.environ.get("EXPQ_TEST_DATABASE_URL")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'expq.db'}"
+
+
+@pytest.fixture
+def postgresql_url() -> Iterator[str]:
+    """A fresh schema in the test PostgreSQL database, dropped afterwards."""
+    if not TEST_DATABASE_URL:
+        pytest.skip("EXPQ_TEST_DATABASE_URL is not set")
+    schema = f"expq_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(TEST_DATABASE_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def engine(database_url: str):  # noqa: ANN201
+    from service.db import get_engine
+
+    return get_engine(database_url)
+
+
+@pytest.fixture
+def embedded_broker_url() -> Iterator[str]:
+    with embedded_broker() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The real Redis of EXPQ_TEST_REDIS_URL, emptied for this test."""
+    if not TEST_REDIS_URL:
+        pytest.skip("EXPQ_TEST_REDIS_URL is not set")
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    client.flushdb()
+    client.close()
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], subprocess.Popen]]:
+    """Starts real `expq worker` processes (own process groups); stops them all afterwards."""
+    started: list[subprocess.Popen] = []
+
+    def start(env: dict[str, str], concurrency: int = 1) -> subprocess.Popen:
+        process = start_worker(env, tmp_path / f"worker-{len(started)}.log", concurrency)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        stop_worker(process)

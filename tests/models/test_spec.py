@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from models.spec import PARAM_NAMES, SpecError, spec_from_dict
+
+
+def test_defaults_fill_what_the_user_left_out() -> None:
+    spec = spec_from_dict({"task": "sentiment", "model": "rnn", "lr": "0.05"})
+    assert spec.lr == 0.05
+    assert spec.cell in ("rnn", "lstm", "gru")
+    assert set(spec.params()) == set(PARAM_NAMES)
+    assert spec_from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("task", "vision", "task must be one of"),
+        ("model", "cnn", "model must be one of"),
+        ("lr", 0, "lr must be in (0"),
+        ("lr", -0.1, "lr must be in (0"),
+        ("dropout", 1.0, "dropout must be in [0, 1)"),
+        ("dropout", -0.1, "dropout must be in [0, 1)"),
+        ("hidden", 0, "hidden must be in [1"),
+        ("epochs", 0, "epochs must be in [1"),
+        ("hidden", 10**9, "hidden must be in [1, 4096]"),
+        ("batch_size", 2**40, "batch_size must be in"),
+        ("lr", float("nan"), "lr must be finite"),
+        ("lr", "inf", "lr must be finite"),
+        ("hidden", "abc", "hidden must be a number"),
+        ("hidden", 2.5, "hidden must be a whole number"),
+        ("epochs", True, "epochs must be a number"),
+        ("activation", "gelu", "activation must be one of relu, tanh, sigmoid"),
+        ("data", "not-a-digest", "data must be a sha256"),
+        ("colour", "red", "unknown spec field 'colour'"),
+    ],
+)
+def test_invalid_values_are_refused_with_one_line(field: str, value: object, message: str) -> None:
+    raw = {"task": "binary", "model": "mlp", field: value}
+    with pytest.raises(SpecError) as caught:
+        spec_from_dict(raw)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)

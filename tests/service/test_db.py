@@ -1,0 +1,64 @@
+"""Schema creation, migrations both ways, and the ORM agreeing with the migrations."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from service.db import (
+    current_revision,
+    downgrade,
+    ensure_schema,
+    get_engine,
+    head_revision,
+    make_engine,
+    upgrade,
+)
+from service.errors import DatabaseError
+from service.schema import Base
+
+TABLES = {"experiments", "runs", "run_params", "run_tags", "losses", "datasets"}
+
+
+def test_a_new_database_is_created_at_head(database_url: str) -> None:
+    engine = get_engine(database_url)
+    assert current_revision(engine) == head_revision()
+    assert TABLES <= set(inspect(engine).get_table_names())
+
+
+def test_migrations_go_down_to_base_and_up_again(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    downgrade(engine, "base")
+    assert set(inspect(engine).get_table_names()) - {"alembic_version"} == set()
+    assert current_revision(engine) is None
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+
+
+def test_the_orm_and_the_migrations_agree(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def test_a_database_at_another_revision_names_the_upgrade_command(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    with pytest.raises(DatabaseError, match="run `expq db upgrade`") as caught:
+        ensure_schema(engine)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_unreachable_database_is_one_line_without_its_password() -> None:
+    engine = make_engine("postgresql+psycopg://expq:hunter2@127.0.0.1:1/expq?connect_timeout=2")
+    with pytest.raises(DatabaseError, match="database unreachable") as caught:
+        ensure_schema(engine)
+    assert "hunter2" not in str(caught.value)
+    assert "\n" not in str(caught.value)

@@ -1,0 +1,62 @@
+"""`expq demo` as a user runs it: embedded broker, a real worker, eight runs, clean exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from support import poll
+
+
+def _processes_with_home(home: Path) -> list[int]:
+    """Pids whose environment names this EXPQ_HOME: the demo and anything it started."""
+    marker = f"EXPQ_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _demo_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPQ_")}
+    return {**env, "EXPQ_HOME": str(home)}
+
+
+def test_the_demo_trains_every_pair_and_stops_its_worker(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "demo", "--epochs", "1"],
+        env=_demo_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8/8 runs succeeded" in result.stdout
+    assert (home / "expq.db").is_file()
+    assert _processes_with_home(home) == []
+
+
+def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "service", "demo", "--epochs", "50"],
+        env=_demo_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    poll(lambda: len(_processes_with_home(home)) >= 2, 60, "the demo's worker to start")
+    poll(lambda: "training" in (demo.stdout.readline() or ""), 60, "the runs to be submitted")
+    demo.send_signal(signal.SIGINT)
+    demo.wait(60)
+    assert demo.returncode != 0
+    poll(lambda: _processes_with_home(home) == [], 30, "every demo process to exit")

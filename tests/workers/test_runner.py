@@ -1,0 +1,128 @@
+"""The run lifecycle in one process on SQLite: claim, train, record, finish, cancel, fail."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+from support import poll
+
+from models.spec import spec_from_dict
+from service.config import Settings
+from service.db import get_engine, session_scope
+from service.schema import Loss, Run
+from service.store import NewRun, cancel_run, create_run, get_losses, get_run
+from workers.runner import execute_run
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str):  # noqa: ANN201
+    return get_engine(sqlite_url)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sqlite_url: str) -> Settings:
+    return Settings(
+        home=tmp_path,
+        database_url=sqlite_url,
+        broker_url="redis://unused",
+        heartbeat_seconds=0.2,
+        lease_seconds=5,
+    )
+
+
+def _queue(engine, **fields) -> int:  # noqa: ANN001
+    spec = spec_from_dict({"samples": 200, "epochs": 2, "device": "cpu", **fields})
+    return create_run(engine, spec.to_dict(), spec.params(), NewRun("test", "cpu")).id
+
+
+@pytest.mark.parametrize("task", ["binary", "translation"])
+def test_a_run_trains_and_records_every_epoch(sqlite_engine, settings: Settings, task: str) -> None:  # noqa: ANN001
+    run_id = _queue(sqlite_engine, task=task, model="rnn")
+    assert execute_run(sqlite_engine, run_id, settings) == "succeeded"
+    run = get_run(sqlite_engine, run_id)
+    assert (run.status, run.epochs_done, run.device, run.attempt) == ("succeeded", 2, "cpu", 1)
+    assert run.worker and run.started_at and run.finished_at >= run.started_at
+    losses = get_losses(sqlite_engine, run_id)
+    for epoch in (1, 2):
+        for split in ("train", "val"):
+            rows = [r for r in losses if r.epoch == epoch and r.split == split]
+            totals = [r for r in rows if r.timestep is None]
+            steps = [r.timestep for r in rows if r.timestep is not None]
+            assert len(totals) == 1 and steps == list(range(1, len(steps) + 1))
+            if task == "binary":
+                assert steps == [1]
+    assert (
+        run.final_val_loss
+        == [r.value for r in losses if r.epoch == 2 and r.split == "val" and r.timestep is None][0]
+    )
+
+
+def test_a_second_delivery_does_nothing(sqlite_engine, settings: Settings) -> None:  # noqa: ANN001
+    run_id = _queue(sqlite_engine, task="binary", model="mlp", epochs=1)
+    execute_run(sqlite_engine, run_id, settings)
+    assert execute_run(sqlite_engine, run_id, settings) is None
+    assert get_run(sqlite_engine, run_id).attempt == 1
+
+
+def test_an_invalid_stored_spec_fails_the_run_with_its_reason(
+    sqlite_engine, settings: Settings
+) -> None:  # noqa: ANN001
+    run_id = _queue(sqlite_engine, task="binary", model="mlp")
+    with session_scope(sqlite_engine) as session:
+        session.execute(
+            update(Run)
+            .where(Run.run_id == run_id)
+            .values(spec={"task": "binary", "model": "mlp", "lr": -1})
+        )
+    assert execute_run(sqlite_engine, run_id, settings) == "failed"
+    run = get_run(sqlite_engine, run_id)
+    assert run.status == "failed" and run.error.startswith("invalid spec: lr must be")
+
+
+def test_cuda_without_cuda_fails_clearly(sqlite_engine, settings: Settings) -> None:  # noqa: ANN001
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    run_id = _queue(sqlite_engine, task="binary", model="mlp", device="cuda")
+    assert execute_run(sqlite_engine, run_id, settings) == "failed"
+    assert "CUDA" in get_run(sqlite_engine, run_id).error
+
+
+def test_a_training_error_keeps_its_traceback(sqlite_engine, settings: Settings) -> None:  # noqa: ANN001
+    run_id = _queue(sqlite_engine, task="binary", model="mlp", data="0" * 64)
+    assert execute_run(sqlite_engine, run_id, settings) == "failed"
+    run = get_run(sqlite_engine, run_id)
+    assert "is not in the database" in run.error
+    assert "Traceback" in run.traceback and run.finished_at is not None
+
+
+def _run_in_thread(engine, run_id: int, settings: Settings) -> tuple[threading.Thread, list]:  # noqa: ANN001
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(execute_run(engine, run_id, settings)))
+    thread.start()
+    return thread, outcome
+
+
+def test_cancel_stops_a_running_run_and_keeps_its_losses(sqlite_engine, settings: Settings) -> None:  # noqa: ANN001
+    run_id = _queue(sqlite_engine, task="sentiment", model="rnn", epochs=10_000, samples=200)
+    thread, outcome = _run_in_thread(sqlite_engine, run_id, settings)
+    poll(lambda: get_run(sqlite_engine, run_id).epochs_done >= 1, 60, "a first epoch")
+    assert cancel_run(sqlite_engine, run_id) == "running"
+    thread.join(30)
+    assert not thread.is_alive() and outcome == ["cancelled"]
+    run = get_run(sqlite_engine, run_id)
+    assert run.status == "cancelled" and run.epochs_done < 10_000
+    with session_scope(sqlite_engine) as session:
+        stored = session.scalar(select(func.count()).select_from(Loss).where(Loss.run_id == run_id))
+    assert stored >= 4
+
+
+def test_a_run_past_its_time_limit_fails(sqlite_engine, settings: Settings) -> None:  # noqa: ANN001
+    run_id = _queue(sqlite_engine, task="sentiment", model="rnn", epochs=10_000, time_limit=1)
+    assert execute_run(sqlite_engine, run_id, settings) == "failed"
+    run = get_run(sqlite_engine, run_id)
+    assert run.error == "time limit" and run.epochs_done < 10_000
