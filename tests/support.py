@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,33 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess
         text=True,
         timeout=timeout,
     )
+
+
+@dataclass
+class Split:
+    """One split's numbers for an epoch, shaped like models.training.SplitReport."""
+
+    total: float
+    per_timestep: list[float] = field(default_factory=list)
+    metric: float = 0.5
+
+
+def new_run(engine, task: str = "translation", experiment: str = "exp", **spec_fields):  # noqa: ANN001, ANN201
+    """A queued run of `task` with the RNN, tagged team=a."""
+    from models.spec import spec_from_dict
+    from service.store import NewRun, create_run
+
+    spec = spec_from_dict({"task": task, "model": "rnn", **spec_fields})
+    new = NewRun(experiment=experiment, queue="cpu", tags={"team": "a"})
+    return create_run(engine, spec.to_dict(), spec.params(), new)
+
+
+def claim(engine, run_id: int, lease: float = 30.0) -> int:  # noqa: ANN001
+    """Claim `run_id` as worker "host"; the attempt number."""
+    from service.lifecycle import claim_run
+
+    attempt = claim_run(
+        engine, run_id, owner="w1", worker="host", device="cpu", lease_seconds=lease
+    )
+    assert attempt is not None
+    return attempt

@@ -8,7 +8,7 @@ import time
 
 from sqlalchemy import Engine
 
-from service.store import LeaseLost, is_cancelled, renew_lease
+from service.lifecycle import LeaseLost, is_cancelled, renew_lease
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from celery.signals import worker_ready
 
 from service.config import Settings, load_settings
 from service.db import get_engine
-from service.store import reap_expired_leases, stale_queued_runs
+from service.lifecycle import reap_expired_leases, stale_queued_runs
 from workers.dispatch import publish_run
 
 log = logging.getLogger(__name__)

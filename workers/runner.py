@@ -11,16 +11,9 @@ import uuid
 from sqlalchemy import Engine
 
 from service.config import Settings
+from service.lifecycle import LeaseLost, claim_run, finish_run, is_cancelled, record_epoch
 from service.schema import RunStatus
-from service.store import (
-    LeaseLost,
-    claim_run,
-    finish_run,
-    get_run,
-    is_cancelled,
-    load_dataset,
-    record_epoch,
-)
+from service.store import get_run, load_dataset
 from workers.lease import Heartbeat
 
 log = logging.getLogger(__name__)

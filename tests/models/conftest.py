@@ -14,8 +14,16 @@ def tiny_spec():
     """A factory: a CPU spec for `task` and `model` with a small dataset; keywords override."""
 
     def make(task: str, model: str, **overrides: Any) -> TrainSpec:
-        raw = {"task": task, "model": model, "device": "cpu", "samples": 60, "epochs": 2,
-               "hidden": 16, "batch_size": 16, **overrides}
+        raw = {
+            "task": task,
+            "model": model,
+            "device": "cpu",
+            "samples": 60,
+            "epochs": 2,
+            "hidden": 16,
+            "batch_size": 16,
+            **overrides,
+        }
         return spec_from_dict(raw)
 
     return make

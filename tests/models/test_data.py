@@ -49,12 +49,23 @@ def test_user_rows_standardised_with_train_statistics_only(tiny_spec) -> None:
 
 
 def test_user_rows_vocabulary_from_train_and_unknown_tokens(tiny_spec) -> None:
-    train = [{"input": ["le", "chat"], "target": ["the", "cat"]},
-             {"input": ["un", "chien", "noir"], "target": ["a", "black", "dog"]}]
+    train = [
+        {"input": ["le", "chat"], "target": ["the", "cat"]},
+        {"input": ["un", "chien", "noir"], "target": ["a", "black", "dog"]},
+    ]
     val = [{"input": ["le", "loup"], "target": ["the", "wolf"]}]
     data = build_data(tiny_spec("translation", "rnn"), train, val)
-    assert data.input_vocab == ["<pad>", "<unk>", "<bos>", "<eos>", "chat", "chien", "le",
-                                "noir", "un"]
+    assert data.input_vocab == [
+        "<pad>",
+        "<unk>",
+        "<bos>",
+        "<eos>",
+        "chat",
+        "chien",
+        "le",
+        "noir",
+        "un",
+    ]
     assert data.val.x[0].tolist()[:2] == [data.input_vocab.index("le"), UNK]
     assert data.val.y[0].tolist()[:3] == [data.output_vocab.index("the"), UNK, EOS]
     assert data.dims.output_len == 4 and data.train.steps == 4 and data.val.steps == 3

@@ -22,10 +22,12 @@ def error_of(content: bytes, task: str, source: str = "train.jsonl") -> str:
 def test_valid_rows_for_every_task_and_blank_lines_skipped() -> None:
     binary = lines({"input": [1, 2.5], "target": 0}, "", "  ", {"input": [0, 1], "target": 1})
     assert parse_jsonl(binary, "binary") == [
-        {"input": [1, 2.5], "target": 0}, {"input": [0, 1], "target": 1},
+        {"input": [1, 2.5], "target": 0},
+        {"input": [0, 1], "target": 1},
     ]
-    sentiment = lines({"input": ["not", "good"], "target": "neg"},
-                      {"input": ["good"], "target": "pos", "id": 7})
+    sentiment = lines(
+        {"input": ["not", "good"], "target": "neg"}, {"input": ["good"], "target": "pos", "id": 7}
+    )
     assert parse_jsonl(sentiment, "sentiment")[1] == {"input": ["good"], "target": "pos"}
     caption = lines({"input": [0.0, 1.0, 0.0], "target": ["a", "dot"]})
     assert parse_jsonl(caption, "captioning")[0]["target"] == ["a", "dot"]
@@ -34,8 +36,11 @@ def test_valid_rows_for_every_task_and_blank_lines_skipped() -> None:
 
 
 def test_error_names_source_and_line() -> None:
-    content = lines({"input": ["a"], "target": ["b"]}, {"input": ["a"], "target": ["b"]},
-                    {"input": ["a"], "target": "b"})
+    content = lines(
+        {"input": ["a"], "target": ["b"]},
+        {"input": ["a"], "target": ["b"]},
+        {"input": ["a"], "target": "b"},
+    )
     assert error_of(content, "translation") == (
         "train.jsonl line 3: target must be a non-empty list of strings for task translation"
     )
@@ -45,8 +50,11 @@ def test_error_names_source_and_line() -> None:
     ("content", "task", "expected"),
     [
         (b'{"input": [1], "target": 0}\n{oops', "binary", "train.jsonl line 2: invalid JSON"),
-        (lines({"input": [1, 2], "target": 0}, {"input": [1], "target": 1}), "binary",
-         "train.jsonl line 2: input has 1 numbers but line 1 has 2"),
+        (
+            lines({"input": [1, 2], "target": 0}, {"input": [1], "target": 1}),
+            "binary",
+            "train.jsonl line 2: input has 1 numbers but line 1 has 2",
+        ),
         (lines({"input": ["a", 1], "target": 0}), "sentiment", "line 1: input must be a list of"),
         (lines({"input": [1, True], "target": 0}), "binary", "line 1: input must be a list of"),
         (lines({"input": [], "target": 0}), "binary", "line 1: input must be a non-empty"),
@@ -80,7 +88,9 @@ def test_size_limit() -> None:
 
 
 def test_jsonl_spec_and_registry_do_not_import_torch() -> None:
-    code = ("import sys, models, models.jsonl, models.spec, models.registry; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, models, models.jsonl, models.spec, models.registry; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -12,14 +12,20 @@ from models.training import evaluate
 
 
 def test_mask_marks_real_timesteps() -> None:
-    assert timestep_mask(torch.tensor([1, 3]), 3).tolist() == [[True, False, False],
-                                                               [True, True, True]]
+    assert timestep_mask(torch.tensor([1, 3]), 3).tolist() == [
+        [True, False, False],
+        [True, True, True],
+    ]
 
 
 def test_masked_losses_match_hand_computation() -> None:
     # two sequences, three timesteps, two classes; the first sequence has one real output
-    logits = torch.tensor([[[0.0, 0.0], [float("nan"), 1.0], [5.0, 5.0]],
-                           [[math.log(3.0), 0.0], [0.0, 0.0], [0.0, math.log(3.0)]]])
+    logits = torch.tensor(
+        [
+            [[0.0, 0.0], [float("nan"), 1.0], [5.0, 5.0]],
+            [[math.log(3.0), 0.0], [0.0, 0.0], [0.0, math.log(3.0)]],
+        ]
+    )
     y = torch.tensor([[1, 0, 0], [0, 1, 1]])
     mask = timestep_mask(torch.tensor([1, 3]), 3)
     ce = timestep_losses(logits, y, mask, "cross_entropy")
@@ -33,8 +39,12 @@ def test_masked_losses_match_hand_computation() -> None:
 
 def test_unknown_loss_rejected() -> None:
     with pytest.raises(ValueError, match="mse, cross_entropy"):
-        timestep_losses(torch.zeros(1, 1, 2), torch.zeros(1, 1, dtype=torch.long),
-                        torch.ones(1, 1, dtype=torch.bool), "hinge")
+        timestep_losses(
+            torch.zeros(1, 1, 2),
+            torch.zeros(1, 1, dtype=torch.long),
+            torch.ones(1, 1, dtype=torch.bool),
+            "hinge",
+        )
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])

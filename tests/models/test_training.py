@@ -34,7 +34,10 @@ def test_short_run_reports_every_epoch(tiny_spec, task: str, model: str) -> None
     reports: list[EpochReport] = []
     result = fit(spec, data, on_epoch=reports.append)
     assert (result.status, result.epochs_done, result.device, result.reason) == (
-        "completed", 2, "cpu", None,
+        "completed",
+        2,
+        "cpu",
+        None,
     )
     assert [r.epoch for r in reports] == [1, 2]
     for report in reports:
@@ -49,8 +52,12 @@ def test_short_run_reports_every_epoch(tiny_spec, task: str, model: str) -> None
 
 
 # (epochs, lr) that drive each tiny training set near zero loss in well under a second
-OVERFIT = {"binary": (60, 0.5), "sentiment": (80, 0.5), "captioning": (80, 0.5),
-           "translation": (80, 0.5)}
+OVERFIT = {
+    "binary": (60, 0.5),
+    "sentiment": (80, 0.5),
+    "captioning": (80, 0.5),
+    "translation": (80, 0.5),
+}
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -88,6 +95,7 @@ def test_one_device_to_host_transfer_per_epoch(tiny_spec, monkeypatch) -> None:
         def sync(self, *args):
             calls["other"] += 1
             raise AssertionError(f"Tensor.{name} reads a value back")
+
         return sync
 
     monkeypatch.setattr(torch.Tensor, "tolist", counted)
@@ -143,7 +151,10 @@ def test_max_steps_caps_optimizer_steps(tiny_spec) -> None:
     reports = []
     result = fit_model(spec, data, model, optimizer, "cpu", reports.append, max_steps=3)
     assert (result.status, result.epochs_done, len(steps), len(reports)) == (
-        "completed", 1, 3, 1,
+        "completed",
+        1,
+        3,
+        1,
     )
     assert result.reason == "max_steps=3 reached"
     assert math.isfinite(reports[0].train.total)
@@ -163,8 +174,16 @@ def test_non_finite_loss_reports_the_epoch_then_diverges(tiny_spec) -> None:
 
 
 def test_huge_learning_rate_diverges(tiny_spec) -> None:
-    spec = tiny_spec("binary", "mlp", lr=100, momentum=0.99, grad_clip=0, loss="mse", epochs=30,
-                     activation="relu")
+    spec = tiny_spec(
+        "binary",
+        "mlp",
+        lr=100,
+        momentum=0.99,
+        grad_clip=0,
+        loss="mse",
+        epochs=30,
+        activation="relu",
+    )
     result, reports = run(spec)
     assert result.status in {"diverged", "completed"}
     if result.status == "diverged":

@@ -7,26 +7,19 @@ import io
 import json
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 import pytest
 import redis
 from click.testing import CliRunner
-from support import expq_env, run_cli
+from support import Split, expq_env, run_cli
 
 from models.spec import spec_from_dict
 from service.cli import cli
 from service.demo import free_port
-from service.store import NewRun, claim_run, create_run, finish_run, record_epoch
-
-
-@dataclass
-class Split:
-    total: float
-    per_timestep: list[float] = field(default_factory=list)
-    metric: float = 0.75
+from service.lifecycle import claim_run, finish_run, record_epoch
+from service.store import NewRun, create_run
 
 
 def _walk(command: click.Command, path: str = "expq"):  # noqa: ANN202

@@ -1,64 +1,25 @@
-"""The store against SQLite and PostgreSQL: one suite, parametrised over both."""
+"""Creating and reading runs, against SQLite and PostgreSQL (one suite over both)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from datetime import timedelta
-
 import pytest
-from sqlalchemy import func, select
+from support import claim, new_run
 
 from models.spec import spec_from_dict
-from service.db import session_scope
 from service.errors import InputError
-from service.records import utcnow
-from service.schema import Loss, RunStatus
+from service.schema import RunStatus
 from service.store import (
-    LeaseLost,
     NewRun,
-    cancel_run,
-    claim_run,
     create_run,
     delete_queued_run,
     find_idempotent_run,
-    finish_run,
-    get_losses,
     get_run,
     list_runs,
-    reap_expired_leases,
-    record_epoch,
-    renew_lease,
 )
 
 
-@dataclass
-class Split:
-    total: float
-    per_timestep: list[float] = field(default_factory=list)
-    metric: float = 0.5
-
-
-def _new_run(engine, task: str = "translation", experiment: str = "exp", **spec_fields):  # noqa: ANN001, ANN202
-    spec = spec_from_dict({"task": task, "model": "rnn", **spec_fields})
-    return create_run(
-        engine,
-        spec.to_dict(),
-        spec.params(),
-        NewRun(experiment=experiment, queue="cpu", tags={"team": "a"}),
-    )
-
-
-def _claim(engine, run_id: int, lease: float = 30.0) -> int:  # noqa: ANN001
-    attempt = claim_run(
-        engine, run_id, owner="w1", worker="host", device="cpu", lease_seconds=lease
-    )
-    assert attempt is not None
-    return attempt
-
-
 def test_a_new_run_is_queued_with_its_params_and_tags(engine) -> None:  # noqa: ANN001
-    run = _new_run(engine, lr=0.05)
+    run = new_run(engine, lr=0.05)
     stored = get_run(engine, run.id)
     assert stored.status == RunStatus.QUEUED
     assert stored.params["lr"] == 0.05 and stored.params["task"] == "translation"
@@ -68,121 +29,14 @@ def test_a_new_run_is_queued_with_its_params_and_tags(engine) -> None:  # noqa: 
 
 
 def test_list_runs_filters_and_sorts(engine) -> None:  # noqa: ANN001
-    first = _new_run(engine, task="binary", experiment="one")
-    second = _new_run(engine, task="sentiment", experiment="two")
+    first = new_run(engine, task="binary", experiment="one")
+    second = new_run(engine, task="sentiment", experiment="two")
     assert [r.id for r in list_runs(engine)] == [second.id, first.id]
     assert [r.id for r in list_runs(engine, experiment="one")] == [first.id]
     assert [r.id for r in list_runs(engine, task="sentiment")] == [second.id]
     assert [r.id for r in list_runs(engine, sort="id", descending=False)] == [first.id, second.id]
     with pytest.raises(ValueError, match="cannot sort by"):
         list_runs(engine, sort="bogus")
-
-
-def test_a_second_delivery_finds_the_claim_held(engine) -> None:  # noqa: ANN001
-    run = _new_run(engine)
-    assert _claim(engine, run.id) == 1
-    assert (
-        claim_run(engine, run.id, owner="w2", worker="h2", device="cpu", lease_seconds=30) is None
-    )
-    claimed = get_run(engine, run.id)
-    assert (claimed.status, claimed.worker, claimed.attempt) == ("running", "host", 1)
-    assert claimed.started_at is not None
-
-
-def test_an_epoch_is_written_with_its_summary(engine) -> None:  # noqa: ANN001
-    run = _new_run(engine)
-    attempt = _claim(engine, run.id)
-    record_epoch(
-        engine,
-        run.id,
-        attempt,
-        1,
-        {"train": Split(3.0, [1.0, 2.0]), "val": Split(4.0, [2.5, 1.5], 0.25)},
-    )
-    record_epoch(
-        engine,
-        run.id,
-        attempt,
-        2,
-        {"train": Split(2.0, [1.0, 1.0]), "val": Split(4.5, [3.0, 1.5], 0.5)},
-    )
-    stored = get_run(engine, run.id)
-    assert stored.epochs_done == 2
-    assert (stored.final_train_loss, stored.final_val_loss) == (2.0, 4.5)
-    assert (stored.best_train_loss, stored.best_val_loss) == (2.0, 4.0)
-    assert stored.final_metric == 0.5
-    losses = get_losses(engine, run.id)
-    assert len(losses) == 2 * 2 * (2 + 1)
-    last_val = [
-        (r.timestep, r.value) for r in get_losses(engine, run.id, split="val", epoch="last")
-    ]
-    assert last_val == [(1, 3.0), (2, 1.5), (None, 4.5)]
-
-
-def test_non_finite_losses_are_kept_explicitly(engine) -> None:  # noqa: ANN001
-    run = _new_run(engine)
-    attempt = _claim(engine, run.id)
-    record_epoch(engine, run.id, attempt, 1, {"train": Split(float("nan"), [float("inf")])})
-    values = {r.timestep: r.value for r in get_losses(engine, run.id)}
-    assert math.isnan(values[None]) and values[1] == math.inf
-    with session_scope(engine) as session:
-        kinds = set(session.scalars(select(Loss.value_kind).where(Loss.run_id == run.id)))
-    assert kinds == {"nan", "inf"}
-    assert get_run(engine, run.id).final_train_loss is None
-
-
-def test_writes_are_fenced_by_the_attempt(engine) -> None:  # noqa: ANN001
-    run = _new_run(engine)
-    attempt = _claim(engine, run.id)
-    with pytest.raises(LeaseLost):
-        record_epoch(engine, run.id, attempt + 1, 1, {"train": Split(1.0, [1.0])})
-    with pytest.raises(LeaseLost):
-        renew_lease(engine, run.id, attempt + 1, 30)
-    finish_run(engine, run.id, attempt, RunStatus.SUCCEEDED)
-    with pytest.raises(LeaseLost):
-        record_epoch(engine, run.id, attempt, 1, {"train": Split(1.0, [1.0])})
-    with pytest.raises(LeaseLost):
-        finish_run(engine, run.id, attempt, RunStatus.FAILED, error="late")
-    with session_scope(engine) as session:
-        assert session.scalar(select(func.count()).select_from(Loss)) == 0
-    finished = get_run(engine, run.id)
-    assert finished.status == "succeeded" and finished.finished_at is not None
-
-
-def test_expired_leases_are_queued_again_until_attempts_run_out(engine) -> None:  # noqa: ANN001
-    run = _new_run(engine)
-    for attempt in (1, 2, 3):
-        assert _claim(engine, run.id, lease=1) == attempt
-        later = utcnow() + timedelta(seconds=5)
-        dispatches = reap_expired_leases(engine, now=later)
-        status = get_run(engine, run.id).status
-        if attempt < 3:
-            assert [d.run_id for d in dispatches] == [run.id] and status == "queued"
-        else:
-            assert dispatches == [] and status == "failed"
-    assert "3 attempts" in get_run(engine, run.id).error
-
-
-def test_a_live_lease_is_left_alone(engine) -> None:  # noqa: ANN001
-    run = _new_run(engine)
-    _claim(engine, run.id, lease=60)
-    assert reap_expired_leases(engine) == []
-    assert get_run(engine, run.id).status == "running"
-
-
-def test_cancel_queued_and_running(engine) -> None:  # noqa: ANN001
-    queued = _new_run(engine)
-    assert cancel_run(engine, queued.id) == "queued"
-    assert (
-        claim_run(engine, queued.id, owner="w", worker="h", device="cpu", lease_seconds=5) is None
-    )
-    running = _new_run(engine)
-    attempt = _claim(engine, running.id)
-    assert cancel_run(engine, running.id) == "running"
-    with pytest.raises(LeaseLost):
-        renew_lease(engine, running.id, attempt, 30)
-    assert get_run(engine, running.id).status == "cancelled"
-    assert cancel_run(engine, 999_999) is None
 
 
 def test_idempotency_key_returns_the_same_run_or_refuses_other_params(engine) -> None:  # noqa: ANN001
@@ -197,9 +51,9 @@ def test_idempotency_key_returns_the_same_run_or_refuses_other_params(engine) ->
 
 
 def test_only_an_unclaimed_run_can_be_withdrawn(engine) -> None:  # noqa: ANN001
-    withdrawn = _new_run(engine)
+    withdrawn = new_run(engine)
     assert delete_queued_run(engine, withdrawn.id)
     assert get_run(engine, withdrawn.id) is None
-    claimed = _new_run(engine)
-    _claim(engine, claimed.id)
+    claimed = new_run(engine)
+    claim(engine, claimed.id)
     assert not delete_queued_run(engine, claimed.id)

@@ -12,8 +12,9 @@ from support import poll
 from models.spec import spec_from_dict
 from service.config import Settings
 from service.db import get_engine, session_scope
+from service.lifecycle import cancel_run
 from service.schema import Loss, Run
-from service.store import NewRun, cancel_run, create_run, get_losses, get_run
+from service.store import NewRun, create_run, get_losses, get_run
 from workers.runner import execute_run
 
 

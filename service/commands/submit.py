@@ -1,0 +1,121 @@
+"""`expq submit`: one validated run to the queue."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from service.commands.common import open_engine, wait_for
+from service.config import load_settings
+from service.errors import InputError
+from service.output import print_json
+
+# submit option → spec field; every one is validated by models.spec, not by Click, so a bad
+# value of any kind gets the same one-line error.
+SPEC_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("task", "Task type: binary, sentiment, captioning or translation."),
+    ("model", "Network: mlp or rnn."),
+    ("cell", "Recurrent cell for --model rnn: rnn, lstm or gru."),
+    ("hidden", "Hidden units per layer."),
+    ("layers", "Number of hidden (or recurrent) layers."),
+    ("activation", "MLP activation: relu, tanh or sigmoid."),
+    ("dropout", "Dropout probability in [0, 1)."),
+    ("lr", "SGD learning rate (> 0)."),
+    ("momentum", "SGD momentum in [0, 1)."),
+    ("weight-decay", "SGD weight decay (L2)."),
+    ("epochs", "Number of training epochs."),
+    ("batch-size", "Mini-batch size."),
+    ("loss", "Loss: mse (on one-hot targets) or cross_entropy."),
+    ("seq-len", "Sequence length / dependency distance of the built-in task."),
+    ("samples", "Size of the built-in dataset (train + val)."),
+    ("seed", "Random seed for data, initialisation and dropout."),
+    ("device", "Where to train: auto, cpu or cuda (picks the queue)."),
+    ("val-fraction", "Share held out for validation when no --val-data is given."),
+    ("grad-clip", "Max gradient L2 norm; 0 disables clipping."),
+    ("patience", "Stop early after this many epochs without a better val loss."),
+    ("time-limit", "Seconds of training after which the run fails."),
+)
+
+
+def spec_options(func):  # noqa: ANN001, ANN202 - a Click decorator
+    for name, help_text in reversed(SPEC_OPTIONS):
+        func = click.option(f"--{name}", help=help_text)(func)
+    return func
+
+
+def raw_spec(options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name.replace("-", "_"): options[name.replace("-", "_")]
+        for name, _ in SPEC_OPTIONS
+        if options.get(name.replace("-", "_")) is not None
+    }
+
+
+def parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
+    parsed = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"tag must look like KEY=VALUE; got {tag!r}")
+        parsed[key.strip()] = value
+    return parsed
+
+
+@click.command()
+@spec_options
+@click.option(
+    "--data", type=click.Path(path_type=Path), help="Training data, JSONL: {input, target}."
+)
+@click.option("--val-data", type=click.Path(path_type=Path), help="Validation data, JSONL.")
+@click.option("--experiment", default="default", show_default=True, help="Experiment name.")
+@click.option("--tag", "tags", multiple=True, metavar="K=V", help="A tag; repeat for more.")
+@click.option(
+    "--priority",
+    type=click.IntRange(0, 9),
+    default=0,
+    show_default=True,
+    help="0-9; higher runs first within a queue.",
+)
+@click.option("--idempotency-key", help="Submitting the same key again returns the same run.")
+@click.option("--wait", is_flag=True, help="Wait until the run ends; exit 1 unless it succeeded.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+def submit(
+    data: Path | None,
+    val_data: Path | None,
+    experiment: str,
+    tags: tuple[str, ...],
+    priority: int,
+    idempotency_key: str | None,
+    wait: bool,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Validate a training spec, store it as queued and send it to the workers."""
+    from service.store import NewRun, get_run
+    from service.submit import prepare_spec, submit_spec
+    from workers.app import make_app
+    from workers.dispatch import queue_for_device
+
+    spec, files = prepare_spec(raw_spec(options), data, val_data)
+    new = NewRun(
+        experiment=experiment,
+        queue=queue_for_device(spec.device),
+        priority=priority,
+        tags=parse_tags(tags),
+        idempotency_key=idempotency_key,
+    )
+    settings = load_settings()
+    engine = open_engine()
+    run = submit_spec(engine, make_app(settings.broker_url), spec, files, new)
+    if wait:
+        wait_for(engine, [run.id], None, quiet=as_json)
+        run = get_run(engine, run.id)
+    if as_json:
+        print_json(run.to_json())
+    else:
+        click.echo(run.id)
+    if wait and run.status != "succeeded":
+        sys.exit(1)
