@@ -6,39 +6,21 @@ are fenced by the attempt number that holds the lease, so a stale worker writes 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy import Engine, and_, select, update
 
 from service.db import session_scope
+from service.loss_rows import SplitLosses, finite_or_none, insert_losses
 from service.records import utcnow
-from service.schema import Loss, Run, RunStatus
+from service.schema import Run, RunStatus
 
 
 class LeaseLost(RuntimeError):
     """The run is no longer held by this attempt: it was cancelled, reclaimed or finished."""
-
-
-class SplitLosses(Protocol):
-    total: float
-    per_timestep: list[float]
-    metric: float
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _value_kind(value: float) -> str:
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return "finite"
 
 
 def claim_run(
@@ -95,29 +77,16 @@ def record_epoch(
         for split, best in (("train", current.best_train_loss), ("val", current.best_val_loss)):
             if split not in splits:
                 continue
-            total = _finite_or_none(splits[split].total)
+            total = finite_or_none(splits[split].total)
             summary[f"final_{split}_loss"] = total
             if total is not None and (best is None or total < best):
                 summary[f"best_{split}_loss"] = total
         if "val" in splits:
-            summary["final_metric"] = _finite_or_none(splits["val"].metric)
+            summary["final_metric"] = finite_or_none(splits["val"].metric)
         result = session.execute(update(Run).where(_held(run_id, attempt)).values(**summary))
         if result.rowcount != 1:
             raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
-        rows = [
-            {
-                "run_id": run_id,
-                "attempt": attempt,
-                "epoch": epoch,
-                "split": split,
-                "timestep": timestep,
-                "value": _finite_or_none(value),
-                "value_kind": _value_kind(value),
-            }
-            for split, losses in splits.items()
-            for timestep, value in [*enumerate(losses.per_timestep, start=1), (None, losses.total)]
-        ]
-        session.execute(insert(Loss), rows)
+        insert_losses(session, run_id, attempt, epoch, splits)
 
 
 def finish_run(
