@@ -30,6 +30,8 @@ class MLPConfig:
 
 
 class MLP(nn.Module):
+    autoregressive = False  # every output position comes from one forward pass
+
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
         self.config = config

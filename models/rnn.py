@@ -42,6 +42,7 @@ class RNN(nn.Module):
     def __init__(self, config: RNNConfig) -> None:
         super().__init__()
         self.config = config
+        self.autoregressive = config.sequence_output  # metrics need greedy decoding
         h = config.hidden
         self.embed = nn.Embedding(config.input_size, h, padding_idx=PAD) if config.tokens else None
         width = h if config.tokens else config.input_size

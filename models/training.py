@@ -85,9 +85,9 @@ class _Tally:
     def flat(self) -> Tensor:
         return torch.cat([self.sums.flatten(), self.exact])
 
-    def report(self, values: list[float], sequence_output: bool) -> SplitReport:
+    def report(self, values: list[float]) -> SplitReport:
         """Turn this tally's slice of the host values into a report."""
-        steps = self.sums.shape[1]
+        steps = self.sums.shape[1]  # token targets always span >= 2 steps (a token and <eos>)
         loss, count, correct = (values[i * steps : (i + 1) * steps] for i in range(3))
         seen = max(t + 1 for t in range(steps) if count[t] > 0)  # longest target tallied
         tokens = sum(count)
@@ -98,7 +98,7 @@ class _Tally:
             per_timestep=[loss[t] / count[t] for t in range(seen)],
             metric=metric,
             metrics={"token_accuracy": metric, "exact_match": exact}
-            if sequence_output
+            if steps > 1
             else {"accuracy": metric},
         )
 
@@ -109,7 +109,7 @@ def _on(split: Split, device: str) -> Split:
 
 
 def _predict(model: nn.Module, x: Tensor, lengths: Tensor, logits: Tensor) -> Tensor:
-    if getattr(model.config, "sequence_output", False):
+    if model.autoregressive:
         return model.decode(x, lengths)  # greedy: each step reads its own previous guess
     return logits.argmax(-1)  # (batch, steps)
 
@@ -166,7 +166,7 @@ def evaluate(model: nn.Module, split: Split, loss: str) -> SplitReport:
     """Losses and metrics of `model` on a split already on the model's device."""
     tally = _evaluate_tally(model, split, loss)
     values = tally.flat().tolist()  # sync: the one read-back of this evaluation
-    return tally.report(values, getattr(model.config, "sequence_output", False))
+    return tally.report(values)
 
 
 def _finite(report: SplitReport) -> bool:
@@ -179,8 +179,9 @@ def fit_model(
     stop: threading.Event | None = None, max_steps: int | None = None,
 ) -> FitResult:
     """Train an already built model (on `device`) for the spec's epochs."""
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1; got {max_steps}")
     train, val = _on(data.train, device), _on(data.val, device)
-    sequence_output = data.dims.output_kind == "tokens"
     best, stale, steps = math.inf, 0, 0
     for epoch in range(1, spec.epochs + 1):
         started = time.perf_counter()
@@ -191,12 +192,13 @@ def fit_model(
             return FitResult("stopped", epoch - 1, device, f"stop requested during epoch {epoch}")
         val_tally = _evaluate_tally(model, val, spec.loss)
         # sync: the epoch's single device->host transfer, every loss and metric at once
-        values = torch.cat([train_tally.flat(), val_tally.flat()]).tolist()
-        cut = train_tally.flat().shape[0]
+        train_values = train_tally.flat()
+        values = torch.cat([train_values, val_tally.flat()]).tolist()
+        cut = train_values.shape[0]
         report = EpochReport(
             epoch,
-            train_tally.report(values[:cut], sequence_output),
-            val_tally.report(values[cut:], sequence_output),
+            train_tally.report(values[:cut]),
+            val_tally.report(values[cut:]),
             time.perf_counter() - started,
         )
         if on_epoch is not None:

@@ -11,6 +11,8 @@ from service import __version__
 from service.commands.admin import db, demo, worker
 from service.commands.runs import runs
 from service.commands.submit import submit
+from service.commands.sweep import sweep
+from service.commands.watch import watch
 from service.errors import ExpqError
 
 
@@ -45,7 +47,7 @@ def cli() -> None:
     """expq: train MLPs and RNNs on sequence tasks across a Celery worker fleet."""
 
 
-for command in (submit, worker, runs, db, demo):
+for command in (submit, sweep, watch, worker, runs, db, demo):
     cli.add_command(command)
 
 
