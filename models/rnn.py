@@ -25,6 +25,13 @@ def recurrent(cell: str, input_size: int, hidden: int, layers: int, dropout: flo
     return CELLS[cell](input_size, hidden, layers, batch_first=True, dropout=between)
 
 
+def _pick(state: State, index: Tensor) -> State:
+    """Select batch entries of a (layers, batch, hidden) state, or of both LSTM parts."""
+    if isinstance(state, tuple):
+        return state[0].index_select(1, index), state[1].index_select(1, index)
+    return state.index_select(1, index)
+
+
 @dataclass(frozen=True)
 class RNNConfig:
     input_size: int  # numbers per vector, or the input vocabulary size for tokens
@@ -43,6 +50,7 @@ class RNN(nn.Module):
         super().__init__()
         self.config = config
         self.autoregressive = config.sequence_output  # metrics need greedy decoding
+        self._lstm = config.cell == "lstm"  # its state is a (hidden, cell) pair
         h = config.hidden
         self.embed = nn.Embedding(config.input_size, h, padding_idx=PAD) if config.tokens else None
         width = h if config.tokens else config.input_size
@@ -57,7 +65,7 @@ class RNN(nn.Module):
     def _zeros(self, batch: int) -> State:
         weight = self.head.weight
         shape = (self.config.layers, batch, self.config.hidden)
-        if self.config.cell == "lstm":
+        if self._lstm:
             return weight.new_zeros(shape), weight.new_zeros(shape)
         return weight.new_zeros(shape)
 
@@ -65,12 +73,18 @@ class RNN(nn.Module):
         """The input's summary (batch, hidden) and the final state of every encoder layer."""
         if self.embed is None:
             inputs = x[:, None, :]  # (batch, 1, features): a vector is a one-step sequence
+            _, state = self.encoder(inputs, self._zeros(x.shape[0]))
         else:
-            embedded = self.drop(self.embed(x))  # (batch, time, hidden)
-            # packing stops each sequence at its own length; `lengths` lives on the CPU
-            inputs = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
-        _, state = self.encoder(inputs, self._zeros(x.shape[0]))
-        top = (state[0] if isinstance(state, tuple) else state)[-1]  # (batch, hidden)
+            # packing stops each sequence at its own length. It needs the batch longest first;
+            # sorting here on the CPU and sending the order without blocking avoids the blocking
+            # host->device copy that pack_padded_sequence(enforce_sorted=False) makes per batch
+            lengths, order = lengths.sort(descending=True, stable=True)
+            order = order.to(x.device, non_blocking=True)
+            embedded = self.drop(self.embed(x.index_select(0, order)))  # (batch, time, hidden)
+            inputs = pack_padded_sequence(embedded, lengths, batch_first=True)
+            _, state = self.encoder(inputs, self._zeros(x.shape[0]))
+            state = _pick(state, order.argsort())  # back to the caller's order
+        top = (state[0] if self._lstm else state)[-1]  # (batch, hidden)
         return top, state
 
     def _decode_step(self, tokens: Tensor, context: Tensor, state: State) -> tuple[Tensor, State]:

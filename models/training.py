@@ -69,35 +69,35 @@ def build_optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
 
 
 class _Tally:
-    """Device-side sums for one split and epoch; nothing here reads a value back."""
+    """One split's per-batch losses and predictions, kept on the device and reduced once an
+    epoch: a few large reductions cost less than many small ones after every batch."""
 
-    def __init__(self, steps: int, device: str) -> None:
-        self.sums = torch.zeros(3, steps, dtype=torch.float64, device=device)  # loss, n, correct
-        self.exact = torch.zeros(1, dtype=torch.float64, device=device)
-        self.sequences = 0  # counted on the host from batch shapes
+    def __init__(self) -> None:
+        self.parts: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # losses, mask, guess, y
 
     def add(self, losses: Tensor, mask: Tensor, predicted: Tensor, y: Tensor) -> None:
-        correct = (predicted == y) & mask  # (batch, steps)
-        self.sums += torch.stack([losses.sum(0), mask.sum(0), correct.sum(0)])
-        self.exact += (correct | ~mask).all(1).sum()
-        self.sequences += y.shape[0]
+        self.parts.append((losses.detach(), mask, predicted, y))
 
     def flat(self) -> Tensor:
-        return torch.cat([self.sums.flatten(), self.exact])
+        """Per-timestep loss sums, counts and correct counts, then exact matches, as one vector."""
+        losses, mask, predicted, y = (torch.cat(c) for c in zip(*self.parts, strict=True))
+        correct = (predicted == y) & mask  # (sequences, steps)
+        exact = (correct | ~mask).all(1).sum()
+        sums = [losses.sum(0), mask.sum(0), correct.sum(0), exact[None]]
+        return torch.cat([part.double() for part in sums])
 
     def report(self, values: list[float]) -> SplitReport:
-        """Turn this tally's slice of the host values into a report."""
-        steps = self.sums.shape[1]  # token targets always span >= 2 steps (a token and <eos>)
+        """Turn the host copy of `flat()` into a report."""
+        steps = self.parts[0][3].shape[1]  # token targets always span >= 2 steps: token, <eos>
+        sequences = sum(part[3].shape[0] for part in self.parts)
         loss, count, correct = (values[i * steps : (i + 1) * steps] for i in range(3))
         seen = max(t + 1 for t in range(steps) if count[t] > 0)  # longest target tallied
-        tokens = sum(count)
-        metric = sum(correct) / tokens
-        exact = values[3 * steps] / self.sequences
+        metric = sum(correct) / sum(count)
         return SplitReport(
-            total=sum(loss) / self.sequences,
+            total=sum(loss) / sequences,
             per_timestep=[loss[t] / count[t] for t in range(seen)],
             metric=metric,
-            metrics={"token_accuracy": metric, "exact_match": exact}
+            metrics={"token_accuracy": metric, "exact_match": values[3 * steps] / sequences}
             if steps > 1
             else {"accuracy": metric},
         )
@@ -122,7 +122,7 @@ def _train_epoch(
     `stop` cut it short."""
     model.train()
     device = split.y.device
-    tally = _Tally(split.y.shape[1], str(device))
+    tally = _Tally()
     order = torch.randperm(len(split))  # CPU: it also indexes the CPU-side lengths
     taken = 0
     for start in range(0, len(split), spec.batch_size):
@@ -131,7 +131,7 @@ def _train_epoch(
         if steps_left is not None and taken >= steps_left:
             break
         index = order[start : start + spec.batch_size]
-        on_device = index.to(device)
+        on_device = index.to(device, non_blocking=True)  # queued: a blocking copy would sync
         x, y, y_len = split.x[on_device], split.y[on_device], split.y_len[on_device]
         mask = timestep_mask(y_len, y.shape[1])  # (batch, steps)
         logits = model(x, split.lengths[index], y)  # (batch, steps, classes)
@@ -141,8 +141,7 @@ def _train_epoch(
         if spec.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
         optimizer.step()
-        with torch.no_grad():
-            tally.add(losses.detach(), mask, logits.detach().argmax(-1), y)
+        tally.add(losses, mask, logits.detach().argmax(-1), y)
         taken += 1
     return tally, taken, False
 
@@ -150,7 +149,7 @@ def _train_epoch(
 @torch.no_grad()
 def _evaluate_tally(model: nn.Module, split: Split, loss: str) -> _Tally:
     model.eval()
-    tally = _Tally(split.y.shape[1], str(split.y.device))
+    tally = _Tally()
     for start in range(0, len(split), EVAL_BATCH):
         end = start + EVAL_BATCH
         x, y, y_len = split.x[start:end], split.y[start:end], split.y_len[start:end]

@@ -8,7 +8,8 @@ import click
 from sqlalchemy.exc import OperationalError
 
 from service import __version__
-from service.commands.admin import db, demo, worker
+from service.commands.admin import db, demo, worker, workers
+from service.commands.export import export
 from service.commands.runs import runs
 from service.commands.submit import submit
 from service.commands.sweep import sweep
@@ -47,7 +48,7 @@ def cli() -> None:
     """expq: train MLPs and RNNs on sequence tasks across a Celery worker fleet."""
 
 
-for command in (submit, sweep, watch, worker, runs, db, demo):
+for command in (submit, sweep, watch, worker, workers, runs, db, demo, export):
     cli.add_command(command)
 
 

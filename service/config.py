@@ -5,20 +5,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass(frozen=True)
 class Settings:
+    """Every knob of the service; see README "Recovery" for how the timings bound recovery."""
+
     home: Path
     database_url: str
     broker_url: str
     heartbeat_seconds: float = 2.0  # how often a training worker renews its lease
     lease_seconds: float = 30.0  # a run whose lease is this stale is claimed again
     reap_seconds: float = 5.0  # how often each worker looks for expired leases
-    resend_after_seconds: float = 600.0  # a queued run unclaimed this long is published again
+    resend_after_seconds: float = 60.0  # a queued run unclaimed this long may have lost its message
+    visibility_timeout_seconds: float = 3600.0  # Redis redelivers an unacked message after this
+    max_attempts: int = 3  # claims a run gets before a crash every time fails it
 
 
 def _seconds(name: str, default: float) -> float:
@@ -34,6 +38,15 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
+def _count(name: str, default: int, high: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= high:
+        raise ValueError(f"{name} must be a whole number from 1 to {high}; got {raw!r}")
+    return int(raw)
+
+
 def load_settings() -> Settings:
     """Read the EXPQ_* variables, filling DESIGN.md's defaults."""
     home = Path(os.environ.get("EXPQ_HOME") or Path.home() / ".expq").expanduser()
@@ -45,6 +58,10 @@ def load_settings() -> Settings:
         lease_seconds=_seconds("EXPQ_LEASE_SECONDS", Settings.lease_seconds),
         reap_seconds=_seconds("EXPQ_REAP_SECONDS", Settings.reap_seconds),
         resend_after_seconds=_seconds("EXPQ_RESEND_AFTER_SECONDS", Settings.resend_after_seconds),
+        visibility_timeout_seconds=_seconds(
+            "EXPQ_VISIBILITY_TIMEOUT_SECONDS", Settings.visibility_timeout_seconds
+        ),
+        max_attempts=_count("EXPQ_MAX_ATTEMPTS", Settings.max_attempts, 100),
     )
 
 
@@ -59,3 +76,15 @@ def mask_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port else ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def mask_secrets(text: str, *urls: str) -> str:
+    """`text` with the password of each URL replaced by `***` (for exception messages)."""
+    for url in urls:
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            continue
+        for form in {password, unquote(password or "")} - {"", None}:
+            text = text.replace(form, "***")
+    return text

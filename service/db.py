@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +17,9 @@ from service.errors import DatabaseError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# An execution option: transactions that only read begin deferred on SQLite, so that in WAL
+# mode they never queue behind a writer for the write lock.
+READ_ONLY = "expq_read_only"
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -32,9 +36,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:  # noqa: ANN001
-        # Take the write lock up front: a deferred transaction that upgrades to a writer
-        # fails with "database is locked" instead of waiting out the busy timeout.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front: a deferred transaction that upgrades to a
+        # writer fails with "database is locked" instead of waiting out the busy timeout.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -66,8 +73,13 @@ def get_engine(url: str) -> Engine:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on error, always close."""
+def session_scope(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on error, always close.
+
+    `read_only` scopes must not write: on SQLite they run beside a writer instead of after it.
+    """
+    if read_only:
+        engine = engine.execution_options(**{READ_ONLY: True})
     session = sessionmaker(engine, expire_on_commit=False)()
     try:
         yield session
@@ -88,7 +100,29 @@ def _alembic_config(engine: Engine):  # noqa: ANN202 - alembic is imported lazil
     return config
 
 
+_REVISION = re.compile(r"^revision\s*=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision\s*=\s*(?:None|['\"]([^'\"]+)['\"])", re.MULTILINE)
+
+
 def head_revision() -> str:
+    """The newest revision in migrations/versions.
+
+    Read from the files' `revision =` lines: importing Alembic costs every CLI start ~0.1 s.
+    A layout this cannot read (a merge, a branch) goes to Alembic itself.
+    """
+    revisions, parents = set(), set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        revision, down = _REVISION.search(source), _DOWN_REVISION.search(source)
+        if revision is None or down is None:
+            break
+        revisions.add(revision.group(1))
+        if down.group(1):
+            parents.add(down.group(1))
+    else:
+        heads = revisions - parents
+        if len(heads) == 1:
+            return heads.pop()
     from alembic.script import ScriptDirectory
 
     config = _alembic_config(None)  # type: ignore[arg-type]
@@ -96,10 +130,14 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.migration import MigrationContext
-
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    """The revision the database is at; None for a database Alembic has not touched."""
+    with engine.execution_options(**{READ_ONLY: True}).connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    if len(versions) > 1:
+        raise DatabaseError(f"database has {len(versions)} schema heads; expq expects one")
+    return versions[0][0] if versions else None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -120,8 +158,9 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
 def ensure_schema(engine: Engine) -> None:
     """Create an empty database at head; refuse one at another revision with the fix to run."""
     try:
-        tables = set(inspect(engine).get_table_names())
-        current = current_revision(engine) if "alembic_version" in tables else None
+        current = current_revision(engine)
+        if current is None:
+            tables = set(inspect(engine).get_table_names())
     except OperationalError as exc:
         raise _unreachable(engine, exc) from exc
     if current is None and not (tables - {"alembic_version"}):

@@ -45,7 +45,14 @@ def embedded_broker() -> Iterator[str]:
         server.server_close()
 
 
-def start_worker(env: dict[str, str], log_path: Path, concurrency: int = 2) -> subprocess.Popen:
+def start_worker(
+    env: dict[str, str],
+    log_path: Path,
+    concurrency: int = 2,
+    *,
+    queues: str = "cpu,auto",
+    loglevel: str = "WARNING",
+) -> subprocess.Popen:
     """A real `expq worker` in its own process group, so that stopping it stops its children."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -56,9 +63,9 @@ def start_worker(env: dict[str, str], log_path: Path, concurrency: int = 2) -> s
                 "service",
                 "worker",
                 "--queues",
-                "cpu,auto",
+                queues,
                 f"--concurrency={concurrency}",
-                "--loglevel=WARNING",
+                f"--loglevel={loglevel}",
             ],
             env=env,
             stdout=log,
@@ -67,12 +74,19 @@ def start_worker(env: dict[str, str], log_path: Path, concurrency: int = 2) -> s
         )
 
 
-def stop_worker(process: subprocess.Popen) -> None:
-    """SIGTERM the worker's group (a warm shutdown), then SIGKILL what is left."""
+def stop_worker(process: subprocess.Popen, timeout: float = WORKER_STOP_SECONDS) -> None:
+    """SIGTERM the worker's group (a warm shutdown), then SIGKILL what is left.
+
+    SIGCONT first: a group frozen with SIGSTOP would hold the SIGTERM until the timeout.
+    """
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(WORKER_STOP_SECONDS)
+            os.killpg(process.pid, signal.SIGCONT)
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
             pass
     try:

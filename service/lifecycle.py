@@ -1,7 +1,13 @@
 """A run's lifecycle in the store: claim, lease, per-epoch writes, finish, cancel, recovery.
 
-Every state change is a conditional UPDATE guarded by the state it expects; a worker's writes
-are fenced by the attempt number that holds the lease, so a stale worker writes nothing.
+Every state change is a conditional UPDATE guarded by the state it expects. The attempt number
+is the fencing token: a claim increments it, and every write of a worker names the attempt it
+holds, so a worker whose run was reclaimed, cancelled or finished writes nothing. A lease is
+lost when the reaper takes it back, not the moment it expires: the reap and the write are
+conditional UPDATEs of the same row, so exactly one of them wins.
+
+Lease times come from the database's clock on PostgreSQL, so machines whose clocks disagree
+still agree on when a lease expires (SQLite is one machine: its clock is the process's).
 """
 
 from __future__ import annotations
@@ -11,56 +17,148 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, select, update
+from sqlalchemy import Engine, and_, case, func, literal, select, update
+from sqlalchemy.orm import Session
 
 from service.db import session_scope
 from service.loss_rows import SplitLosses, finite_or_none, insert_losses
 from service.records import utcnow
 from service.schema import Run, RunStatus
 
+LEASE_EXPIRED = "its worker stopped renewing the lease (killed, frozen or cut off)"
+_ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+# What a claim starts afresh: the summary of an earlier attempt must not leak into this one.
+_ATTEMPT_RESET = {
+    "epochs_done": 0,
+    "final_train_loss": None,
+    "final_val_loss": None,
+    "best_train_loss": None,
+    "best_val_loss": None,
+    "final_metric": None,
+    "error": None,
+    "traceback": None,
+    "finished_at": None,
+}
+
 
 class LeaseLost(RuntimeError):
     """The run is no longer held by this attempt: it was cancelled, reclaimed or finished."""
 
 
-def claim_run(
-    engine: Engine, run_id: int, *, owner: str, worker: str, device: str, lease_seconds: float
-) -> int | None:
-    """queued → running in one conditional UPDATE; the new attempt number, or None if not ours."""
-    now = utcnow()
-    with session_scope(engine) as session:
-        result = session.execute(
-            update(Run)
-            .where(Run.run_id == run_id, Run.status == RunStatus.QUEUED)
-            .values(
-                status=RunStatus.RUNNING,
-                attempt=Run.attempt + 1,
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                worker=worker,
-                device=device,
-                started_at=now,
-            )
-        )
-        if result.rowcount != 1:
-            return None
-        return session.scalar(select(Run.attempt).where(Run.run_id == run_id))
+@dataclass(frozen=True)
+class Dispatch:
+    """A run to (re)publish to the broker."""
+
+    run_id: int
+    queue: str
+    priority: int
+
+
+def _clock(session: Session, now: datetime | None = None) -> Any:
+    """ "Now" for lease arithmetic: the database's clock where there is one to share."""
+    if now is not None:
+        return now
+    if session.get_bind().dialect.name == "postgresql":
+        return func.now()
+    return utcnow()
+
+
+def _update():  # noqa: ANN202 - an Update
+    # No ORM objects live in these short sessions, so there is nothing to synchronise.
+    return update(Run).execution_options(synchronize_session=False)
 
 
 def _held(run_id: int, attempt: int):  # noqa: ANN202 - a SQL condition
     return and_(Run.run_id == run_id, Run.attempt == attempt, Run.status == RunStatus.RUNNING)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A run this worker now holds: its attempt (the fencing token) and its stored spec, which
+    the worker validates before it trains."""
+
+    attempt: int
+    spec: Any
+
+
+def _claim(
+    engine: Engine, run_id: int, owner: str, worker: str, device: Any, lease_seconds: float
+) -> Any:
+    with session_scope(engine) as session:
+        clock = _clock(session)
+        return session.execute(
+            _update()
+            .where(Run.run_id == run_id, Run.status == RunStatus.QUEUED)
+            .values(
+                status=RunStatus.RUNNING,
+                attempt=Run.attempt + 1,
+                lease_owner=owner,
+                lease_expires_at=clock + timedelta(seconds=lease_seconds),
+                worker=worker,
+                device=device,
+                started_at=utcnow(),
+                **_ATTEMPT_RESET,
+            )
+            .returning(Run.attempt, Run.spec)
+        ).first()
+
+
+def claim_run(
+    engine: Engine, run_id: int, *, owner: str, worker: str, device: str, lease_seconds: float
+) -> int | None:
+    """queued → running in one conditional UPDATE; the new attempt number, or None if not ours."""
+    claimed = _claim(engine, run_id, owner, worker, device, lease_seconds)
+    return None if claimed is None else claimed.attempt
+
+
+def claim_for_training(
+    engine: Engine, run_id: int, *, owner: str, worker: str, auto_device: str, lease_seconds: float
+) -> Claim | None:
+    """claim_run for a worker that has not read the spec yet: the one conditional UPDATE also
+    records the device, the spec's own cpu or cuda, or `auto_device` (this worker's choice for
+    auto), and hands the spec back. None when the run is not queued (another worker holds it,
+    it ended or was cancelled, or it does not exist)."""
+    requested = Run.spec["device"].as_string()
+    device = case((requested.in_(("cpu", "cuda")), requested), else_=literal(auto_device))
+    claimed = _claim(engine, run_id, owner, worker, device, lease_seconds)
+    return None if claimed is None else Claim(claimed.attempt, claimed.spec)
+
+
 def renew_lease(engine: Engine, run_id: int, attempt: int, lease_seconds: float) -> None:
     """Push the lease expiry forward; LeaseLost when this attempt no longer holds the run."""
     with session_scope(engine) as session:
+        clock = _clock(session)
         result = session.execute(
-            update(Run)
+            _update()
             .where(_held(run_id, attempt))
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+            .values(lease_expires_at=clock + timedelta(seconds=lease_seconds))
         )
         if result.rowcount != 1:
             raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
+
+
+def _record_epoch(
+    session: Session, run_id: int, attempt: int, epoch: int, splits: Mapping[str, SplitLosses]
+) -> None:
+    current = session.execute(
+        select(Run.best_train_loss, Run.best_val_loss).where(_held(run_id, attempt))
+    ).first()
+    if current is None:
+        raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
+    summary: dict[str, Any] = {"epochs_done": epoch}
+    for split, best in (("train", current.best_train_loss), ("val", current.best_val_loss)):
+        if split not in splits:
+            continue
+        total = finite_or_none(splits[split].total)
+        summary[f"final_{split}_loss"] = total
+        if total is not None and (best is None or total < best):
+            summary[f"best_{split}_loss"] = total
+    if "val" in splits:
+        summary["final_metric"] = finite_or_none(splits["val"].metric)
+    result = session.execute(_update().where(_held(run_id, attempt)).values(**summary))
+    if result.rowcount != 1:  # reaped or cancelled since the read above
+        raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
+    insert_losses(session, run_id, attempt, epoch, splits)
 
 
 def record_epoch(
@@ -68,25 +166,7 @@ def record_epoch(
 ) -> None:
     """One epoch's losses in one batched insert, with the run's summary, in one transaction."""
     with session_scope(engine) as session:
-        current = session.execute(
-            select(Run.best_train_loss, Run.best_val_loss).where(_held(run_id, attempt))
-        ).first()
-        if current is None:
-            raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
-        summary: dict[str, Any] = {"epochs_done": epoch}
-        for split, best in (("train", current.best_train_loss), ("val", current.best_val_loss)):
-            if split not in splits:
-                continue
-            total = finite_or_none(splits[split].total)
-            summary[f"final_{split}_loss"] = total
-            if total is not None and (best is None or total < best):
-                summary[f"best_{split}_loss"] = total
-        if "val" in splits:
-            summary["final_metric"] = finite_or_none(splits["val"].metric)
-        result = session.execute(update(Run).where(_held(run_id, attempt)).values(**summary))
-        if result.rowcount != 1:
-            raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
-        insert_losses(session, run_id, attempt, epoch, splits)
+        _record_epoch(session, run_id, attempt, epoch, splits)
 
 
 def finish_run(
@@ -97,11 +177,18 @@ def finish_run(
     *,
     error: str | None = None,
     traceback: str | None = None,
+    last_epoch: tuple[int, Mapping[str, SplitLosses]] | None = None,
 ) -> None:
-    """running → a terminal status, fenced by the attempt; LeaseLost when no longer ours."""
+    """running → a terminal status, fenced by the attempt; LeaseLost when no longer ours.
+
+    `last_epoch` (epoch, splits) is written in the same transaction: a run's final epoch and
+    its outcome commit together, one commit fewer per run.
+    """
     with session_scope(engine) as session:
+        if last_epoch is not None:
+            _record_epoch(session, run_id, attempt, *last_epoch)
         result = session.execute(
-            update(Run)
+            _update()
             .where(_held(run_id, attempt))
             .values(
                 status=status,
@@ -116,61 +203,93 @@ def finish_run(
             raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
 
 
+def finished_as(engine: Engine, run_id: int, attempt: int) -> str | None:
+    """The status run `run_id` ended in, if `attempt` is the attempt that ended it."""
+    with session_scope(engine, read_only=True) as session:
+        row = session.execute(select(Run.status, Run.attempt).where(Run.run_id == run_id)).first()
+    if row is None or row.attempt != attempt or row.status not in RunStatus.terminal():
+        return None
+    return row.status
+
+
+def release_lease(engine: Engine, run_id: int, owner: str, reason: str) -> bool:
+    """The process holding the run died or gave up: expire its lease now, noting why, so that
+    the next reaper pass queues it again without waiting out the lease."""
+    with session_scope(engine) as session:
+        clock = _clock(session)
+        result = session.execute(
+            _update()
+            .where(
+                Run.run_id == run_id,
+                Run.status == RunStatus.RUNNING,
+                Run.lease_owner == owner,
+            )
+            .values(lease_expires_at=clock - timedelta(seconds=1), error=reason)
+        )
+        return result.rowcount == 1
+
+
 def cancel_run(engine: Engine, run_id: int) -> str | None:
     """Cancel a queued or running run; the status it had, or None when it does not exist.
 
-    A running run's worker sees the cancel at its next heartbeat and stops.
+    The cancel lives in the database: a queued run's message, whenever a worker gets it, finds
+    the run not queued. A running run's worker sees the cancel at its next heartbeat or epoch
+    write and stops at the next batch; the losses it recorded stay.
     """
     with session_scope(engine) as session:
-        status = session.scalar(select(Run.status).where(Run.run_id == run_id))
-        if status in (RunStatus.QUEUED, RunStatus.RUNNING):
+        # The row lock orders this against a concurrent claim, so the status returned is the
+        # one that was cancelled.
+        status = session.scalar(select(Run.status).where(Run.run_id == run_id).with_for_update())
+        if status in _ACTIVE:
             session.execute(
-                update(Run)
+                _update()
                 .where(Run.run_id == run_id, Run.status == status)
-                .values(status=RunStatus.CANCELLED, finished_at=utcnow(), error="cancelled by user")
+                .values(
+                    status=RunStatus.CANCELLED,
+                    finished_at=utcnow(),
+                    error="cancelled by user",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
             )
         return status
 
 
 def is_cancelled(engine: Engine, run_id: int) -> bool:
-    with session_scope(engine) as session:
+    with session_scope(engine, read_only=True) as session:
         return session.scalar(select(Run.status).where(Run.run_id == run_id)) == RunStatus.CANCELLED
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """A run to (re)publish to the broker."""
-
-    run_id: int
-    queue: str
-    priority: int
 
 
 def reap_expired_leases(engine: Engine, now: datetime | None = None) -> list[Dispatch]:
     """Runs whose lease expired go back to `queued` (to be published again) or, when their
     attempts are spent, end `failed` with the reason."""
-    now = now or utcnow()
     requeue: list[Dispatch] = []
     with session_scope(engine) as session:
+        clock = _clock(session, now)
         expired = session.execute(
-            select(Run.run_id, Run.attempt, Run.max_attempts, Run.queue, Run.priority).where(
-                Run.status == RunStatus.RUNNING, Run.lease_expires_at < now
-            )
+            select(
+                Run.run_id, Run.attempt, Run.max_attempts, Run.queue, Run.priority, Run.error
+            ).where(Run.status == RunStatus.RUNNING, Run.lease_expires_at < clock)
         ).all()
-        for run_id, attempt, max_attempts, queue, priority in expired:
-            spent = attempt >= max_attempts
+        for run_id, attempt, max_attempts, queue, priority, note in expired:
+            reason = note or LEASE_EXPIRED
             values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+            spent = attempt >= max_attempts
             if spent:
                 values |= {
                     "status": RunStatus.FAILED,
-                    "finished_at": now,
-                    "error": f"worker lost (lease expired) on each of {attempt} attempts",
+                    "finished_at": utcnow(),
+                    "error": f"gave up after {attempt} attempts; the last: {reason}",
                 }
             else:
-                values |= {"status": RunStatus.QUEUED, "queued_at": now}
+                values |= {
+                    "status": RunStatus.QUEUED,
+                    "queued_at": clock,
+                    "error": f"attempt {attempt} lost: {reason}; queued again",
+                }
             result = session.execute(
-                update(Run)
-                .where(_held(run_id, attempt), Run.lease_expires_at < now)
+                _update()
+                .where(_held(run_id, attempt), Run.lease_expires_at < clock)
                 .values(**values)
             )
             if result.rowcount == 1 and not spent:
@@ -178,19 +297,43 @@ def reap_expired_leases(engine: Engine, now: datetime | None = None) -> list[Dis
     return requeue
 
 
-def stale_queued_runs(engine: Engine, older_than: timedelta) -> list[Dispatch]:
-    """Queued runs nobody claimed for a while: their message may have been lost."""
-    cutoff = utcnow() - older_than
-    with session_scope(engine) as session:
+def queued_backlog(engine: Engine, older_than: timedelta) -> dict[str, int]:
+    """Queued runs per queue, for the queues where one has waited longer than `older_than`."""
+    with session_scope(engine, read_only=True) as session:
+        cutoff = _clock(session) - older_than
+        stale = select(Run.queue).where(Run.status == RunStatus.QUEUED, Run.queued_at < cutoff)
         rows = session.execute(
-            select(Run.run_id, Run.queue, Run.priority).where(
-                Run.status == RunStatus.QUEUED, Run.queued_at < cutoff
-            )
+            select(Run.queue, func.count())
+            .where(Run.status == RunStatus.QUEUED, Run.queue.in_(stale.distinct()))
+            .group_by(Run.queue)
         ).all()
-        if rows:
-            session.execute(
-                update(Run)
-                .where(Run.run_id.in_([row.run_id for row in rows]), Run.status == RunStatus.QUEUED)
-                .values(queued_at=utcnow())
-            )
-    return [Dispatch(*row) for row in rows]
+    return {queue: count for queue, count in rows}
+
+
+def count_queued(engine: Engine, run_ids: list[int]) -> int:
+    """How many of `run_ids` are queued."""
+    if not run_ids:
+        return 0
+    with session_scope(engine, read_only=True) as session:
+        return session.scalar(
+            select(func.count()).where(Run.run_id.in_(run_ids), Run.status == RunStatus.QUEUED)
+        )
+
+
+def take_stale_runs(
+    engine: Engine, queue: str, older_than: timedelta, limit: int = 1000
+) -> list[Dispatch]:
+    """Queued runs of `queue` nobody claimed for `older_than`, most urgent first. Each goes to
+    one caller only: its queued_at moves to now in the same conditional UPDATE."""
+    with session_scope(engine) as session:
+        clock = _clock(session)
+        cutoff = clock - older_than
+        stale = (Run.status == RunStatus.QUEUED, Run.queue == queue, Run.queued_at < cutoff)
+        ids = select(Run.run_id).where(*stale).order_by(Run.queued_at).limit(limit)
+        rows = session.execute(
+            _update()
+            .where(Run.run_id.in_(ids.scalar_subquery()), *stale)
+            .values(queued_at=clock)
+            .returning(Run.run_id, Run.queue, Run.priority)
+        ).all()
+    return sorted((Dispatch(*row) for row in rows), key=lambda d: (-d.priority, d.run_id))

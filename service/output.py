@@ -6,7 +6,7 @@ import csv
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -61,6 +61,18 @@ def sparkline(values: Sequence[float]) -> str:
     )
 
 
+def print_json_stream(items: Iterable[Any]) -> None:
+    """A JSON list written item by item: exports of any size in constant memory."""
+    out = sys.stdout
+    empty = True
+    out.write("[")
+    for item in items:
+        out.write("\n  " if empty else ",\n  ")
+        out.write(json.dumps(item, allow_nan=False))
+        empty = False
+    out.write("]\n" if empty else "\n]\n")
+
+
 def print_table(title: str | None, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -110,38 +122,138 @@ def _run_row(run: RunRecord) -> list[Any]:
     ]
 
 
+CSV_FIELDS = (
+    "id",
+    "experiment",
+    "task",
+    "model",
+    "status",
+    "device",
+    "worker",
+    "attempt",
+    "epochs_done",
+    "final_train_loss",
+    "final_val_loss",
+    "best_train_loss",
+    "best_val_loss",
+    "final_metric",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+
+
+def print_runs_csv(runs: Iterable[RunRecord], params: Sequence[str], tags: Sequence[str]) -> None:
+    """One run a row: the summary, then param.NAME and tag.KEY columns."""
+
+    def row(run: RunRecord) -> list[Any]:
+        data = run.to_json()
+        return (
+            [data[f] for f in CSV_FIELDS]
+            + [run.params.get(name) for name in params]
+            + [run.tags.get(key) for key in tags]
+        )
+
+    header = [*CSV_FIELDS, *(f"param.{n}" for n in params), *(f"tag.{k}" for k in tags)]
+    print_csv(header, (row(run) for run in runs))
+
+
 def emit_runs(runs: Sequence[RunRecord], fmt: str, title: str | None = None) -> None:
     if fmt == "json":
         print_json([run.to_json() for run in runs])
     elif fmt == "csv":
         params = sorted({name for run in runs for name in run.params})
-        fields = [
-            "id",
-            "experiment",
-            "task",
-            "model",
-            "status",
-            "device",
-            "worker",
-            "attempt",
-            "epochs_done",
-            "final_train_loss",
-            "final_val_loss",
-            "best_val_loss",
-            "final_metric",
-            "created_at",
-            "started_at",
-            "finished_at",
-        ]
-        print_csv(
-            fields + [f"param.{name}" for name in params],
-            (
-                [run.to_json()[f] for f in fields] + [run.params.get(n) for n in params]
-                for run in runs
-            ),
-        )
+        tags = sorted({key for run in runs for key in run.tags})
+        print_runs_csv(runs, params, tags)
     else:
         print_table(title, RUN_COLUMNS, (_run_row(run) for run in runs))
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return fmt_number(value, 6)
+    return str(value)
+
+
+def compare_rows(runs: Sequence[RunRecord]) -> list[tuple[str, str, bool, list[Any]]]:
+    """(field, kind, differs, values): the summary, every hyperparameter, every tag."""
+    rows: list[tuple[str, str, bool, list[Any]]] = []
+    for name in ("status", "experiment", "epochs_done", "final_train_loss", "final_val_loss"):
+        rows.append((name, "summary", False, [getattr(run, name) for run in runs]))
+    for name in ("best_val_loss", "final_metric", "worker"):
+        rows.append((name, "summary", False, [getattr(run, name) for run in runs]))
+    # params have `device` too: the one asked for; this is the one the run got.
+    rows.append(("device_used", "summary", False, [run.device for run in runs]))
+    for name in dict.fromkeys(name for run in runs for name in run.params):
+        values = [run.params.get(name) for run in runs]
+        rows.append((name, "param", len({json.dumps(v) for v in values}) > 1, values))
+    for key in sorted({key for run in runs for key in run.tags}):
+        values = [run.tags.get(key) for run in runs]
+        rows.append((f"tag.{key}", "tag", len(set(values)) > 1, values))
+    return rows
+
+
+def emit_compare(runs: Sequence[RunRecord], fmt: str) -> None:
+    """`runs compare`: one column a run; differing hyperparameters and tags marked ≠."""
+    rows = compare_rows(runs)
+    if fmt == "json":
+        print_json(
+            {
+                "runs": [run.id for run in runs],
+                "rows": [{"field": f, "kind": k, "differs": d, "values": v} for f, k, d, v in rows],
+            }
+        )
+    elif fmt == "csv":
+        print_csv(
+            ["field", "kind", "differs", *(f"run_{run.id}" for run in runs)],
+            ([f, k, d, *v] for f, k, d, v in rows),
+        )
+    else:
+        print_table(
+            f"{len(runs)} runs; ≠ marks differing hyperparameters and tags",
+            ("", "field", *(f"run {run.id}" for run in runs)),
+            (["≠" if d else "", f, *(_shown(v) for v in values)] for f, _, d, values in rows),
+        )
+
+
+def emit_summary(
+    groups: Sequence[dict[str, Any]], names: Sequence[str], metric: str, fmt: str
+) -> None:
+    """`runs summary`: a row per group: its fields, then runs, count, mean, std, min, max."""
+    stats = ("runs", "count", "mean", "std", "min", "max")
+    if fmt == "json":
+        print_json(list(groups))
+    elif fmt == "csv":
+        print_csv([*names, *stats], ([g[k] for k in (*names, *stats)] for g in groups))
+    else:
+        print_table(
+            f"{metric} by {', '.join(names)}",
+            (*names, *stats),
+            ([*(_shown(g[n]) for n in names), *(_shown(g[s]) for s in stats)] for g in groups),
+        )
+
+
+def export_runs(runs: Iterator[RunRecord], fmt: str, tags: Sequence[str]) -> None:
+    from models.spec import PARAM_NAMES
+
+    if fmt == "json":
+        print_json_stream(run.to_json() for run in runs)
+    else:
+        print_runs_csv(runs, PARAM_NAMES, tags)
+
+
+def export_losses(rows: Iterator[tuple[int, LossRecord]], fmt: str) -> None:
+    """The long table: one row per (run, epoch, split, timestep); timestep empty for L."""
+    if fmt == "json":
+        print_json_stream({"run_id": run_id, **loss.to_json()} for run_id, loss in rows)
+    else:
+        print_csv(
+            ["run_id", "epoch", "split", "timestep", "value"],
+            ([run_id, r.epoch, r.split, r.timestep, r.value] for run_id, r in rows),
+        )
 
 
 def emit_losses(losses: Sequence[LossRecord], fmt: str) -> None:
@@ -200,6 +312,7 @@ def emit_run_detail(run: RunRecord, losses: Sequence[LossRecord], fmt: str) -> N
         ("finished", run.finished_at.isoformat() if run.finished_at else "-"),
         ("error", run.error or "-"),
         ("tags", ", ".join(f"{k}={v}" for k, v in run.tags.items()) or "-"),
+        ("hyperparameters", ", ".join(f"{k}={v}" for k, v in run.params.items())),
         ("spec", json.dumps(run.spec, sort_keys=True)),
     ]
     print_table(f"run {run.id}", ("field", "value"), fields)

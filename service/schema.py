@@ -77,6 +77,8 @@ class Run(Base):
         Index("ix_runs_status_created_at", "status", "created_at"),
         Index("ix_runs_experiment_id", "experiment_id"),
         Index("ix_runs_final_val_loss", "final_val_loss"),
+        Index("ix_runs_best_val_loss", "best_val_loss"),
+        Index("ix_runs_final_metric", "final_metric"),
     )
 
     run_id: Mapped[int] = mapped_column(Integer, primary_key=True)

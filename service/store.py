@@ -6,34 +6,31 @@ live in service/lifecycle.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, Select, and_, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db import session_scope
 from service.errors import InputError
+from service.filters import (
+    Field,
+    RunFilter,
+    nullable,
+    parse_field,
+    parse_fields,
+    value_of,
+)
 from service.records import LossRecord, RunRecord, as_utc, utcnow
 from service.schema import Dataset, Experiment, Loss, Run, RunParam, RunStatus, RunTag
 
-RUN_SORT_FIELDS = (
-    "id",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "status",
-    "task",
-    "model",
-    "epochs_done",
-    "final_train_loss",
-    "final_val_loss",
-    "best_train_loss",
-    "best_val_loss",
-    "final_metric",
-)
+# Tag lookups go in chunks: SQLite refuses statements with more than 32,766 parameters.
+_CHUNK = 500
+SUMMARY_STATS = ("runs", "count", "mean", "std", "min", "max")
 
 
 @dataclass(frozen=True)
@@ -96,16 +93,49 @@ def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
 def _records(session: Session, rows: Iterable[tuple[Run, str]]) -> list[RunRecord]:
     rows = list(rows)
     tags: dict[int, dict[str, str]] = {run.run_id: {} for run, _ in rows}
-    if tags:
-        for tag in session.scalars(select(RunTag).where(RunTag.run_id.in_(tags))):
+    ids = list(tags)
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        for tag in session.scalars(select(RunTag).where(RunTag.run_id.in_(chunk))):
             tags[tag.run_id][tag.key] = tag.value
     return [_to_record(run, name, tags[run.run_id]) for run, name in rows]
 
 
-def _runs_with_experiment():  # noqa: ANN202 - a Select, typed by SQLAlchemy
+def _runs_with_experiment() -> Select:
     return select(Run, Experiment.name).join(
         Experiment, Run.experiment_id == Experiment.experiment_id
     )
+
+
+def _filtered(query: Select, where: RunFilter) -> Select:
+    return query.where(*where.conditions())
+
+
+def _sorted_pages(query: Select, field: Field, descending: bool, limit: int | None):  # noqa: ANN202
+    """The statements that list runs in `field` order, runs without a value last.
+
+    Two statements instead of one `ORDER BY value IS NULL, value`: that expression defeats the
+    index on the value, and `--sort final_val_loss --limit 20` would read every run.
+    """
+    value = value_of(field)
+    order = value.desc() if descending else value.asc()
+    if not nullable(field):
+        yield query.order_by(order, Run.run_id.desc()).limit(limit)
+        return
+    yield query.where(value.is_not(None)).order_by(order, Run.run_id.desc()).limit(limit)
+    yield query.where(value.is_(None)).order_by(Run.run_id.desc())
+
+
+def _sorted_rows(
+    session: Session, query: Select, field: Field, descending: bool, limit: int | None
+) -> list[Any]:
+    rows: list[Any] = []
+    for page in _sorted_pages(query, field, descending, limit):
+        left = None if limit is None else limit - len(rows)
+        if left == 0:
+            break
+        rows.extend(session.execute(page.limit(left)).all())
+    return rows
 
 
 def save_dataset(engine: Engine, sha256: str, content: bytes) -> None:
@@ -118,7 +148,7 @@ def save_dataset(engine: Engine, sha256: str, content: bytes) -> None:
 
 
 def load_dataset(engine: Engine, sha256: str) -> bytes:
-    with session_scope(engine) as session:
+    with session_scope(engine, read_only=True) as session:
         content = session.scalar(select(Dataset.content).where(Dataset.sha256 == sha256))
     if content is None:
         raise KeyError(f"dataset {sha256} is not in the database")
@@ -193,11 +223,26 @@ def delete_queued_run(engine: Engine, run_id: int) -> bool:
 
 
 def get_run(engine: Engine, run_id: int) -> RunRecord | None:
-    with session_scope(engine) as session:
+    with session_scope(engine, read_only=True) as session:
         found = _records(
             session, session.execute(_runs_with_experiment().where(Run.run_id == run_id))
         )
     return found[0] if found else None
+
+
+def get_runs(engine: Engine, run_ids: Sequence[int]) -> list[RunRecord]:
+    """The runs with these ids, in the order given; InputError naming the first missing one."""
+    with session_scope(engine, read_only=True) as session:
+        found = {
+            record.id: record
+            for record in _records(
+                session, session.execute(_runs_with_experiment().where(Run.run_id.in_(run_ids)))
+            )
+        }
+    missing = [run_id for run_id in run_ids if run_id not in found]
+    if missing:
+        raise InputError(f"no run with id {missing[0]}")
+    return [found[run_id] for run_id in run_ids]
 
 
 def list_runs(
@@ -207,34 +252,141 @@ def list_runs(
     task: str | None = None,
     model: str | None = None,
     status: str | None = None,
+    where: str | None = None,
     sort: str = "id",
     descending: bool = True,
     limit: int | None = 100,
 ) -> list[RunRecord]:
-    if sort not in RUN_SORT_FIELDS:
-        raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(RUN_SORT_FIELDS)}")
-    query = _runs_with_experiment()
-    for column, wanted in (
-        (Experiment.name, experiment),
-        (Run.task, task),
-        (Run.model, model),
-        (Run.status, status),
-    ):
-        if wanted is not None:
-            query = query.where(column == wanted)
-    column = Run.run_id if sort == "id" else getattr(Run, sort)
-    order = column.desc() if descending else column.asc()
-    # Runs without a value sort last either way, as users expect of an unfinished run.
-    query = query.order_by(column.is_(None), order, Run.run_id.desc()).limit(limit)
-    with session_scope(engine) as session:
-        return _records(session, session.execute(query))
+    """Runs matching every filter given, `where` in the --where language, sorted by any field
+    that --where accepts (runs without a value last, then newest first)."""
+    query = _filtered(_runs_with_experiment(), RunFilter(experiment, task, model, status, where))
+    field = parse_field(sort, "--sort")
+    with session_scope(engine, read_only=True) as session:
+        return _records(session, _sorted_rows(session, query, field, descending, limit))
+
+
+def iter_runs(
+    engine: Engine, where: RunFilter, sort: str = "id", descending: bool = False
+) -> Iterator[RunRecord]:
+    """Every matching run, streamed in chunks: for exports of any size."""
+    query = _filtered(_runs_with_experiment(), where)
+    field = parse_field(sort, "--sort")
+    with session_scope(engine, read_only=True) as session:
+        for page in _sorted_pages(query, field, descending, None):
+            result = session.execute(page.execution_options(yield_per=_CHUNK))
+            for chunk in result.partitions():
+                yield from _records(session, chunk)
+
+
+def tag_keys(engine: Engine, where: RunFilter) -> list[str]:
+    """The tag keys that matching runs carry, sorted: the tag columns of an export."""
+    runs = _filtered(
+        select(Run.run_id).join(Experiment, Run.experiment_id == Experiment.experiment_id), where
+    )
+    with session_scope(engine, read_only=True) as session:
+        return list(
+            session.scalars(
+                select(RunTag.key).where(RunTag.run_id.in_(runs)).distinct().order_by(RunTag.key)
+            )
+        )
+
+
+def iter_losses(engine: Engine, where: RunFilter) -> Iterator[tuple[int, LossRecord]]:
+    """(run id, loss) for every loss of the matching runs' winning attempts, in index order."""
+    query = (
+        select(Loss)
+        .join(Run, and_(Run.run_id == Loss.run_id, Run.attempt == Loss.attempt))
+        .join(Experiment, Run.experiment_id == Experiment.experiment_id)
+        .order_by(
+            Loss.run_id, Loss.attempt, Loss.epoch, Loss.split, Loss.timestep.asc().nulls_last()
+        )
+    )
+    with session_scope(engine, read_only=True) as session:
+        result = session.scalars(_filtered(query, where).execution_options(yield_per=5_000))
+        for row in result:
+            yield row.run_id, _loss_record(row)
+
+
+def summarize_runs(
+    engine: Engine, where: RunFilter, group_by: str, metric: str = "final_val_loss"
+) -> list[dict[str, Any]]:
+    """One dict per group of `group_by` (comma-separated fields): the group's values and
+    runs (in the group), count (runs with the metric), mean, std (population), min, max.
+
+    Computed in SQL; SQLite may lack sqrt, so the variance comes back and Python takes the root.
+    """
+    fields = parse_fields(group_by, "--group-by")
+    measured = parse_field(metric, "--metric")
+    if not measured.numeric:
+        raise InputError(f"--metric: {measured.name} is not a number")
+    inner = _filtered(
+        select(
+            *(value_of(f).label(f"g{i}") for i, f in enumerate(fields)),
+            value_of(measured).label("m"),
+        )
+        .select_from(Run)
+        .join(Experiment, Run.experiment_id == Experiment.experiment_id),
+        where,
+    ).subquery()
+    groups = [inner.c[f"g{i}"] for i in range(len(fields))]
+    value = inner.c.m
+    query = select(
+        *groups,
+        func.count(),
+        func.count(value),
+        func.avg(value),
+        func.avg(value * value),
+        func.min(value),
+        func.max(value),
+    ).group_by(*groups)
+    with session_scope(engine, read_only=True) as session:
+        rows = session.execute(query).all()
+    summary = []
+    for row in rows:
+        keys, (runs, count, mean, mean_square, low, high) = row[: len(fields)], row[len(fields) :]
+        mean = None if mean is None else float(mean)
+        variance = None if mean is None else max(float(mean_square) - mean * mean, 0.0)
+        summary.append(
+            {
+                **{f.name: _plain(f, key) for f, key in zip(fields, keys, strict=True)},
+                "runs": runs,
+                "count": count,
+                "mean": mean,
+                "std": None if variance is None else math.sqrt(variance),
+                "min": None if low is None else float(low),
+                "max": None if high is None else float(high),
+            }
+        )
+    return summary
+
+
+def _plain(field: Field, value: Any) -> Any:
+    """A grouped value as JSON wants it: whole numbers of integer fields as ints, times in ISO."""
+    if value is None:
+        return None
+    if field.kind == "integer":
+        return int(value)
+    if field.kind == "number":
+        return float(value)
+    if field.kind == "time":
+        return as_utc(value).isoformat() if hasattr(value, "isoformat") else str(value)
+    return value
 
 
 def run_statuses(engine: Engine, run_ids: Iterable[int]) -> dict[int, str]:
     ids = list(run_ids)
-    with session_scope(engine) as session:
+    with session_scope(engine, read_only=True) as session:
         rows = session.execute(select(Run.run_id, Run.status).where(Run.run_id.in_(ids)))
         return {run_id: status for run_id, status in rows}
+
+
+def _loss_record(row: Loss) -> LossRecord:
+    return LossRecord(
+        epoch=row.epoch,
+        split=row.split,
+        timestep=row.timestep,
+        value=row.value if row.value_kind == "finite" else float(row.value_kind),
+    )
 
 
 def get_losses(
@@ -244,7 +396,7 @@ def get_losses(
 
     `epoch` is a number, "last" or "all".
     """
-    with session_scope(engine) as session:
+    with session_scope(engine, read_only=True) as session:
         attempt = session.scalar(select(Run.attempt).where(Run.run_id == run_id))
         if attempt is None:
             return []
@@ -261,12 +413,4 @@ def get_losses(
         elif epoch != "all":
             query = query.where(Loss.epoch == int(epoch))
         query = query.order_by(Loss.epoch, Loss.split, Loss.timestep.is_(None), Loss.timestep)
-        return [
-            LossRecord(
-                epoch=row.epoch,
-                split=row.split,
-                timestep=row.timestep,
-                value=row.value if row.value_kind == "finite" else float(row.value_kind),
-            )
-            for row in session.scalars(query)
-        ]
+        return [_loss_record(row) for row in session.scalars(query)]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
+from service.config import load_settings
 from service.errors import BrokerUnavailable, InputError
 from service.records import RunRecord
 from service.store import NewRun, create_run, delete_queued_run, find_idempotent_run, save_dataset
@@ -59,28 +61,56 @@ def prepare_spec(
     return spec, files
 
 
-def submit_spec(engine: Engine, app, spec, files: Mapping[str, bytes], new: NewRun) -> RunRecord:  # noqa: ANN001
-    """Store the run as queued and publish it; a broker failure removes the run again."""
+def _same_submission(existing: RunRecord, new: NewRun) -> None:
+    """An idempotency key names one submission: the same spec (checked by the store), and the
+    same experiment, priority and tags."""
+    theirs = (existing.experiment, existing.priority, dict(existing.tags))
+    ours = (new.experiment, new.priority, dict(new.tags or {}))
+    if theirs != ours:
+        raise InputError(
+            f"idempotency key {new.idempotency_key!r} already names run {existing.id} "
+            "with other parameters"
+        )
+
+
+def submit_spec(
+    engine: Engine,
+    app,  # noqa: ANN001 - a Celery app, imported lazily
+    spec,  # noqa: ANN001 - models.spec.TrainSpec
+    files: Mapping[str, bytes],
+    new: NewRun,
+    max_attempts: int | None = None,
+) -> RunRecord:
+    """Store the run as queued and publish it: one run and one message per idempotency key.
+
+    A broker failure removes the run again, so that no run waits for a message that was never
+    sent; should a worker have claimed it meanwhile (the message did go out), it stays.
+    `max_attempts` defaults to EXPQ_MAX_ATTEMPTS.
+    """
     from workers.dispatch import publish_run
 
+    new = replace(new, max_attempts=max_attempts or load_settings().max_attempts)
     spec_dict = spec.to_dict()
     if new.idempotency_key is not None:
         existing = find_idempotent_run(engine, new.idempotency_key, spec_dict)
         if existing is not None:
+            _same_submission(existing, new)
             return existing
     for digest, content in files.items():
         save_dataset(engine, digest, content)
     try:
         run = create_run(engine, spec_dict, spec.params(), new)
     except IntegrityError:
-        # A concurrent submitter with the same key won the insert: one run, one message.
+        # A concurrent submitter with the same key won the insert: it alone publishes.
         existing = find_idempotent_run(engine, new.idempotency_key or "", spec_dict)
         if existing is None:
             raise
+        _same_submission(existing, new)
         return existing
     try:
         publish_run(app, run.id, new.queue, new.priority)
     except BrokerUnavailable:
-        delete_queued_run(engine, run.id)
-        raise
+        if delete_queued_run(engine, run.id):
+            raise
+        return run
     return run

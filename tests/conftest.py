@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,15 +77,25 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def worker_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], subprocess.Popen]]:
-    """Starts real `expq worker` processes (own process groups); stops them all afterwards."""
+def worker_factory(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Starts real `expq worker` processes (own process groups); stops them all afterwards.
+
+    `start(env, concurrency=1, queues="cpu,auto", loglevel="WARNING")`; the process has
+    `log_path`, the file its output goes to.
+    """
     started: list[subprocess.Popen] = []
 
-    def start(env: dict[str, str], concurrency: int = 1) -> subprocess.Popen:
-        process = start_worker(env, tmp_path / f"worker-{len(started)}.log", concurrency)
+    def start(env: dict[str, str], concurrency: int = 1, **options: str) -> subprocess.Popen:
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        process = start_worker(env, log_path, concurrency, **options)
+        process.log_path = log_path  # type: ignore[attr-defined]
         started.append(process)
         return process
 
     yield start
-    for process in started:
-        stop_worker(process)
+    # In parallel: each warm shutdown takes about a second.
+    threads = [threading.Thread(target=stop_worker, args=(p, 5)) for p in started]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

@@ -59,13 +59,19 @@ class Split:
     metric: float = 0.5
 
 
-def new_run(engine, task: str = "translation", experiment: str = "exp", **spec_fields):  # noqa: ANN001, ANN201
+def new_run(  # noqa: ANN201
+    engine,  # noqa: ANN001
+    task: str = "translation",
+    experiment: str = "exp",
+    max_attempts: int = 3,
+    **spec_fields,
+):
     """A queued run of `task` with the RNN, tagged team=a."""
     from models.spec import spec_from_dict
     from service.store import NewRun, create_run
 
     spec = spec_from_dict({"task": task, "model": "rnn", **spec_fields})
-    new = NewRun(experiment=experiment, queue="cpu", tags={"team": "a"})
+    new = NewRun(experiment=experiment, queue="cpu", tags={"team": "a"}, max_attempts=max_attempts)
     return create_run(engine, spec.to_dict(), spec.params(), new)
 
 
@@ -78,3 +84,240 @@ def claim(engine, run_id: int, lease: float = 30.0) -> int:  # noqa: ANN001
     )
     assert attempt is not None
     return attempt
+
+
+# -- fault and fleet tests ------------------------------------------------------------------
+
+TERMINAL = ("succeeded", "failed", "diverged", "cancelled")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def read_log(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def log_has(path: Path, text: str, times: int = 1) -> bool:
+    return read_log(path).count(text) >= times
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free port, in a folder of its own; stopped by
+    its pid. `restart()` keeps the port and the folder (and so an append-only file)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        appendonly: bool = False,
+        password: str | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.password = password
+        self.tls = tls  # (certificate, key), self-signed: the certificate is its own CA
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[0]}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self):  # noqa: ANN201 - redis.Redis
+        import redis
+
+        if self.tls:
+            return redis.Redis(
+                "127.0.0.1",
+                self.port,
+                password=self.password,
+                ssl=True,
+                ssl_ca_certs=str(self.tls[0]),
+            )
+        return redis.Redis("127.0.0.1", self.port, password=self.password)
+
+    def start(self) -> PrivateRedis:
+        args = ["redis-server", "--bind", "127.0.0.1", "--dir", str(self.folder), "--save", ""]
+        args += ["--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
+        args += ["--logfile", str(self.folder / "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.tls:
+            cert, key = self.tls
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert)]
+            args += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(cert)]
+            args += ["--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
+        self.process = subprocess.Popen(args, start_new_session=True)
+        try:
+            poll(self._answers, 20, f"redis-server on port {self.port}")
+        except AssertionError:
+            self.stop()
+            raise
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except Exception:  # noqa: BLE001 - not up yet
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM: Redis shuts down cleanly, flushing its append-only file when it has one."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class TcpProxy:
+    """A TCP forwarder on a fixed local port: closed, connections are refused (the service
+    behind it looks down); open, it forwards every connection to the target."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._server = None
+
+    def open(self) -> None:
+        import socket
+        import threading
+
+        server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def _accept(self, server) -> None:  # noqa: ANN001 - a listening socket
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink) -> None:  # noqa: ANN001 - sockets
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(2)
+                except OSError:
+                    pass
+
+
+def queue_runs(database_url: str, broker_url: str, *specs: dict, **new: Any) -> list[int]:
+    """Submit runs in this process, as `expq submit` does (validate, insert, publish)."""
+    from service.db import get_engine
+    from service.store import NewRun
+    from service.submit import prepare_spec, submit_spec
+    from workers.app import make_app
+    from workers.dispatch import queue_for_device
+
+    engine, app = get_engine(database_url), make_app(broker_url)
+    ids = []
+    for raw in specs:
+        spec, files = prepare_spec({"device": "cpu", **raw}, None, None)
+        fields = {"experiment": "faults", **new}
+        ids.append(
+            submit_spec(
+                engine, app, spec, files, NewRun(queue=queue_for_device(spec.device), **fields)
+            ).id
+        )
+    return ids
+
+
+def run_row(engine, run_id: int):  # noqa: ANN001, ANN201 - the runs row, lease columns included
+    from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.schema import Run
+
+    with session_scope(engine) as session:
+        return session.execute(select(Run).where(Run.run_id == run_id)).scalar_one()
+
+
+def loss_rows(engine, run_id: int, attempt: int | None = None) -> list[tuple]:  # noqa: ANN001
+    """(attempt, epoch, split, timestep) of every stored loss row of a run, or of one attempt."""
+    from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.schema import Loss
+
+    query = select(Loss.attempt, Loss.epoch, Loss.split, Loss.timestep).where(Loss.run_id == run_id)
+    if attempt is not None:
+        query = query.where(Loss.attempt == attempt)
+    with session_scope(engine) as session:
+        return [tuple(row) for row in session.execute(query)]
+
+
+def assert_settled(engine, run_ids: list[int]) -> dict[int, Any]:  # noqa: ANN001
+    """The invariants every fault test ends with, for each run: one terminal status and no
+    lease; attempts within the maximum; the winning attempt's loss rows exactly
+    epochs_done x (timesteps + 1) x splits (T_split timesteps and one total per epoch and
+    split, the same T every epoch), and queries showing exactly those rows."""
+    from service.store import get_losses
+
+    settled = {}
+    for run_id in run_ids:
+        run = run_row(engine, run_id)
+        assert run.status in TERMINAL, (run_id, run.status)
+        assert run.finished_at is not None and run.lease_owner is None, run_id
+        assert run.lease_expires_at is None, run_id
+        assert 0 <= run.attempt <= run.max_attempts, (run_id, run.attempt, run.max_attempts)
+        rows = loss_rows(engine, run_id, run.attempt)
+        by_split: dict[str, dict[int, set]] = {}
+        for _, epoch, split, timestep in rows:
+            by_split.setdefault(split, {}).setdefault(epoch, set()).add(timestep)
+        expected = 0
+        for split in by_split:
+            epochs = by_split[split]
+            assert sorted(epochs) == list(range(1, run.epochs_done + 1)), (run_id, split)
+            steps = {len(found) - 1 for found in epochs.values()}
+            assert len(steps) == 1, (run_id, split, steps)
+            (t,) = steps
+            for found in epochs.values():
+                assert found == {None, *range(1, t + 1)}, (run_id, split, found)
+            expected += run.epochs_done * (t + 1)
+        if run.epochs_done:
+            assert sorted(by_split) == ["train", "val"], (run_id, sorted(by_split))
+        assert len(rows) == expected, (run_id, len(rows), expected)
+        assert len(get_losses(engine, run_id)) == len(rows), run_id
+        if run.status == "succeeded":
+            assert run.epochs_done == run.spec["epochs"], (run_id, run.epochs_done)
+        settled[run_id] = run
+    return settled

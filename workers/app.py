@@ -1,6 +1,17 @@
-"""The Celery app, configured in one dict: JSON only, late acks, prefetch 1, three queues."""
+"""The Celery app, configured in one dict: JSON only, late acks, prefetch 1, three queues.
+
+Priorities on Redis: kombu emulates them with one list per level (`cpu`, `cpu:1` ... `cpu:9`)
+and a worker pops the most urgent non-empty list of all the queues it consumes. So a priority
+orders only messages that wait in the broker at the same time; a message a worker has already
+reserved (at most one per pool process: prefetch 1) is not overtaken, and a redelivered
+message goes back to the list of its own level. expq's --priority 9 (most urgent, as on
+RabbitMQ) is kombu's level 0; see workers/dispatch.py.
+"""
 
 from __future__ import annotations
+
+import ssl
+from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 from kombu import Queue
@@ -9,10 +20,23 @@ from service.config import load_settings
 
 QUEUES = ("cpu", "gpu", "auto")
 TRAIN_TASK = "expq.train_run"
+PRIORITY_LEVELS = 10
+
+
+def broker_ssl(url: str) -> dict | None:
+    """TLS options for a rediss:// URL that names none: verify the server against the system
+    CAs. kombu's own default for a bare rediss:// URL is not to verify at all."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss" or any(key.startswith("ssl_") for key in parse_qs(parts.query)):
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 
 def make_app(broker_url: str | None = None) -> Celery:
-    app = Celery("expq", broker=broker_url or load_settings().broker_url)
+    settings = load_settings()
+    url = broker_url or settings.broker_url
+    visibility = settings.visibility_timeout_seconds
+    app = Celery("expq", broker=url)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -20,6 +44,9 @@ def make_app(broker_url: str | None = None) -> Celery:
         event_serializer="json",
         result_accept_content=["json"],
         task_acks_late=True,
+        # A message whose pool process died is acked: the run's lease expires (at once, when
+        # the worker saw the death: workers/tasks.py) and the reaper queues it again, counting
+        # the attempt. Requeueing the message instead would retry a poison run forever.
         task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
         task_track_started=True,
@@ -29,23 +56,29 @@ def make_app(broker_url: str | None = None) -> Celery:
         task_create_missing_queues=False,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
+        broker_use_ssl=broker_ssl(url),
         broker_transport_options={
-            # Redis has no native priorities: kombu emulates ten levels with one list each.
-            "priority_steps": list(range(10)),
+            "priority_steps": list(range(PRIORITY_LEVELS)),
             "sep": ":",
             "queue_order_strategy": "priority",
-            # A publisher facing a dead broker gives up in about a second, not kombu's minute.
+            # Any value is safe: a message redelivered while its run trains is dropped by the
+            # claim. Shorter only means more such drops; longer, nothing (the reaper, not
+            # redelivery, recovers runs).
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": max(1, min(10, int(visibility / 4))),
+            "unacked_restore_throttle": 1,
+            # A publisher facing a dead broker gives up in seconds, not kombu's minute.
             "max_retries": 2,
             "interval_start": 0,
             "interval_step": 0.2,
             "interval_max": 0.5,
             "socket_connect_timeout": 2,
-            "socket_timeout": 10,
+            "socket_timeout": 5,
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
     )
-    app.conf.include = ["workers.tasks", "workers.reaper"]
+    app.conf.include = ["workers.tasks", "workers.reaper", "workers.control"]
     return app
 
 

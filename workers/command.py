@@ -1,14 +1,21 @@
-"""`expq worker`: which queues to consume, and the Celery worker itself."""
+"""`expq worker`: which queues to consume, waiting for the database, and the Celery worker."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 from workers.app import QUEUES
 
 _CUDA_PROBE = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+# Device nodes of a GPU driver (NVIDIA, AMD ROCm, WSL): without one, CUDA cannot be there, and
+# the probe below (an import of torch, seconds of CPU) is skipped.
+_GPU_DRIVER_PATHS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+DATABASE_RETRY_MAX_SECONDS = 10.0
 
 
 class WorkerConfigError(ValueError):
@@ -17,6 +24,8 @@ class WorkerConfigError(ValueError):
 
 def cuda_available() -> bool:
     """Probe CUDA in a child process: importing torch here would be inherited by forked workers."""
+    if not any(Path(path).exists() for path in _GPU_DRIVER_PATHS):
+        return False
     return subprocess.run([sys.executable, "-c", _CUDA_PROBE], capture_output=True).returncode == 0
 
 
@@ -35,9 +44,36 @@ def resolve_queues(requested: str | None, has_cuda: bool) -> list[str]:
     return queues
 
 
-def run_worker(queues: list[str], concurrency: int, loglevel: str = "INFO") -> None:
-    from workers.app import app
+def wait_for_database(
+    url: str, say: Callable[[str], None], sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Return once the database answers at the schema expq needs; until then, retry with a
+    backoff, saying why each time (the URL masked). The worker consumes nothing meanwhile, so
+    no message is taken that could not be claimed. A wrong schema raises DatabaseError."""
+    from service.db import get_engine
+    from service.errors import DatabaseError
 
+    delay = 0.5
+    while True:
+        try:
+            get_engine(url)
+            return
+        except DatabaseError as exc:
+            if exc.__cause__ is None:
+                raise  # reachable, at another schema revision: waiting will not fix it
+            say(f"{exc}; retrying in {delay:g}s")
+        sleep(delay)
+        delay = min(delay * 2, DATABASE_RETRY_MAX_SECONDS)
+
+
+def run_worker(
+    queues: list[str], concurrency: int, loglevel: str = "INFO", has_cuda: bool | None = None
+) -> None:
+    from workers.app import app
+    from workers.control import set_device
+
+    if has_cuda is not None:
+        set_device(has_cuda)
     app.worker_main(
         [
             "worker",

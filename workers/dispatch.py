@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import base64
+import json
 
 from celery import Celery
 
-from service.config import mask_url
+from service.config import mask_secrets, mask_url
 from service.errors import BrokerUnavailable
 from workers.app import TRAIN_TASK
 
@@ -16,6 +17,14 @@ MAX_PRIORITY = 9
 
 def queue_for_device(device: str) -> str:
     return QUEUE_BY_DEVICE[device]
+
+
+def broker_error(app: Celery, exc: BaseException) -> BrokerUnavailable:
+    """One line naming the masked broker URL; the password never appears, even inside the
+    transport's own message."""
+    url = app.conf.broker_url
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return BrokerUnavailable(f"broker unreachable at {mask_url(url)}: {mask_secrets(reason, url)}")
 
 
 def publish_run(app: Celery, run_id: int, queue: str, priority: int = 0) -> None:
@@ -32,9 +41,33 @@ def publish_run(app: Celery, run_id: int, queue: str, priority: int = 0) -> None
             retry=False,
         )
     except Exception as exc:  # noqa: BLE001 - kombu raises many transport errors
-        url = app.conf.broker_url
-        password = urlsplit(url).password
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if password:
-            reason = reason.replace(password, "***")
-        raise BrokerUnavailable(f"broker unreachable at {mask_url(url)}: {reason}") from exc
+        raise broker_error(app, exc) from exc
+
+
+def broker_backlog(app: Celery, queue: str) -> tuple[int, list[int]]:
+    """What the broker holds for `queue`: (messages waiting, every priority level together;
+    run ids of its train messages delivered to a worker and not yet acked)."""
+    with app.pool.acquire(block=True, timeout=5) as connection:
+        channel = connection.default_channel
+        waiting = channel.queue_declare(queue=queue, passive=False).message_count
+        return waiting, _unacked_run_ids(channel, queue)
+
+
+def _unacked_run_ids(channel, queue: str) -> list[int]:  # noqa: ANN001 - a kombu channel
+    """kombu's Redis transport keeps each delivered, unacked message in one hash until the ack
+    (or until it is restored after the visibility timeout): [message, exchange, routing key].
+    Other transports have no such hash: nothing is counted as in flight there."""
+    key, client = getattr(channel, "unacked_key", None), getattr(channel, "client", None)
+    if key is None or client is None:
+        return []
+    run_ids = []
+    for raw in client.hvals(key):
+        try:
+            message, _exchange, routing_key = json.loads(raw)
+            if routing_key != queue or message["headers"]["task"] != TRAIN_TASK:
+                continue
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            run_ids.append(int(args[0]))
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue  # not one of ours
+    return run_ids

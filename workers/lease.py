@@ -48,16 +48,23 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self._done.wait(self._next_wait()):
             if self.deadline is not None and time.monotonic() >= self.deadline:
+                # Training stops at its next batch; the lease stays ours until it has.
+                self.deadline = None
                 self._halt("time limit")
-                return
             try:
                 renew_lease(self.engine, self.run_id, self.attempt, self.lease_seconds)
             except LeaseLost:
-                cancelled = is_cancelled(self.engine, self.run_id)
-                self._halt("cancelled" if cancelled else "lease lost")
+                self._halt("cancelled" if self._cancelled() else "lease lost")
                 return
-            except Exception:  # noqa: BLE001 - a database blip: the lease has slack, try again
-                log.warning("run %s: lease renewal failed; retrying", self.run_id, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - a database blip: the lease has slack
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning("run %s: lease renewal failed (%s); retrying", self.run_id, first)
+
+    def _cancelled(self) -> bool:
+        try:
+            return is_cancelled(self.engine, self.run_id)
+        except Exception:  # noqa: BLE001 - either way this attempt stops
+            return False
 
     def _next_wait(self) -> float:
         if self.deadline is None:

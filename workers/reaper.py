@@ -1,9 +1,23 @@
 """The reconciler each worker runs on a timer: no fleet needs Celery beat to recover.
 
-Runs whose lease expired (a worker died or froze) are queued again or failed when their
-attempts are spent; queued runs nobody claimed for a while (a message lost with the broker)
-are published again. Both are safe to run in every worker at once: the state changes are
-conditional UPDATEs and a duplicate message is dropped by the claim.
+Every `reap_seconds`, in every worker's main process:
+
+- runs whose lease expired (a worker died, froze or lost the database) are queued again and
+  published, or failed with the reason once `max_attempts` claims are spent;
+- queued runs that waited longer than `resend_after_seconds` are published again when the
+  broker holds fewer messages for their queue (waiting, or delivered to a worker that has not
+  claimed yet) than the database has queued runs: a message was lost, with a Redis restart or
+  a submitter killed between insert and publish. A plain backlog is left alone, so that a
+  long queue is not flooded with duplicates.
+
+Recovery bounds, with one live worker anywhere in the fleet:
+  a pool process that dies          → queued again within about a second (workers/tasks.py)
+  a whole worker killed or frozen   → within lease_seconds + reap_seconds of its last renewal
+  a lost message                    → within resend_after_seconds + reap_seconds
+then claimed as soon as a worker of its queue is free.
+
+All of it is safe to run in every worker at once: each state change is a conditional UPDATE
+that one reaper wins, and a duplicate message is dropped by the claim.
 """
 
 from __future__ import annotations
@@ -13,26 +27,51 @@ import threading
 from datetime import timedelta
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 
 from service.config import Settings, load_settings
 from service.db import get_engine
-from service.lifecycle import reap_expired_leases, stale_queued_runs
-from workers.dispatch import publish_run
+from service.lifecycle import (
+    Dispatch,
+    count_queued,
+    queued_backlog,
+    reap_expired_leases,
+    take_stale_runs,
+)
+from workers.dispatch import broker_backlog, publish_run
 
 log = logging.getLogger(__name__)
 
 
-def reconcile_once(app: Celery, settings: Settings) -> int:
-    """One pass; the number of runs published again."""
+def reconcile_once(app: Celery, settings: Settings) -> list[Dispatch]:
+    """One pass; the runs published again."""
     engine = get_engine(settings.database_url)
-    dispatches = reap_expired_leases(engine) + stale_queued_runs(
-        engine, timedelta(seconds=settings.resend_after_seconds)
-    )
+    dispatches = reap_expired_leases(engine)
     for dispatch in dispatches:
         publish_run(app, dispatch.run_id, dispatch.queue, dispatch.priority)
-        log.warning("run %s: published again to queue %s", dispatch.run_id, dispatch.queue)
-    return len(dispatches)
+        log.warning("run %s: lease expired; queued again on %s", dispatch.run_id, dispatch.queue)
+    older_than = timedelta(seconds=settings.resend_after_seconds)
+    for queue, queued in queued_backlog(engine, older_than).items():
+        try:
+            waiting, in_flight = broker_backlog(app, queue)
+            held = waiting + count_queued(engine, in_flight)
+        except Exception:  # noqa: BLE001 - a broker that cannot tell: resend, duplicates are cheap
+            held = 0
+        if held >= queued:
+            continue  # every queued run may still have its message: a backlog, not a loss
+        resent = take_stale_runs(engine, queue, older_than)
+        for dispatch in resent:
+            publish_run(app, dispatch.run_id, dispatch.queue, dispatch.priority)
+        if resent:
+            log.warning(
+                "queue %s: %d runs queued, %d messages held; published %d stale runs again",
+                queue,
+                queued,
+                held,
+                len(resent),
+            )
+        dispatches += resent
+    return dispatches
 
 
 class Reaper(threading.Thread):
@@ -41,17 +80,51 @@ class Reaper(threading.Thread):
         self.app = app
         self.settings = settings
         self.stopped = threading.Event()
+        self.woken = threading.Event()
+        self.woken.set()  # the first pass at once: a fleet restarting recovers without delay
+
+    def wake(self) -> None:
+        """Run a pass now (a pool process died holding a run)."""
+        self.woken.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.woken.set()
 
     def run(self) -> None:
-        while not self.stopped.wait(self.settings.reap_seconds):
+        while True:
+            self.woken.wait(self.settings.reap_seconds)
+            self.woken.clear()
+            if self.stopped.is_set():
+                return
             try:
                 reconcile_once(self.app, self.settings)
-            except Exception:  # noqa: BLE001 - a broker or database blip: next pass retries
+            except Exception as exc:  # noqa: BLE001 - a broker or database blip: next pass retries
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 log.warning(
-                    "reaper pass failed; retrying in %ss", self.settings.reap_seconds, exc_info=True
+                    "reaper pass failed (%s: %s); retrying in %ss",
+                    type(exc).__name__,
+                    first,
+                    self.settings.reap_seconds,
                 )
+
+
+_reaper: Reaper | None = None
+
+
+def wake_reaper() -> None:
+    if _reaper is not None:
+        _reaper.wake()
 
 
 @worker_ready.connect
 def _start_reaper(sender, **_kwargs) -> None:  # noqa: ANN001 - Celery's signal signature
-    Reaper(sender.app, load_settings()).start()
+    global _reaper
+    _reaper = Reaper(sender.app, load_settings())
+    _reaper.start()
+
+
+@worker_shutdown.connect
+def _stop_reaper(**_kwargs) -> None:  # noqa: ANN003 - Celery's signal signature
+    if _reaper is not None:
+        _reaper.stop()

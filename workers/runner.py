@@ -1,22 +1,44 @@
-"""One run from claim to terminal state: the logic behind the thin Celery task."""
+"""One run from claim to terminal state: the logic behind the thin Celery task.
+
+Failures fall in two kinds. A deterministic one (an invalid spec, bad data, a non-finite loss,
+CUDA out of memory, any exception from training) ends the run at once: another attempt would
+fail the same way. An infrastructure one (the database unreachable, the process killed) ends
+only this attempt: the lease expires, the reaper queues the run again, and after
+`max_attempts` claims it fails with the last reason.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
+import time
 import traceback
 import uuid
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from service.config import Settings
-from service.lifecycle import LeaseLost, claim_run, finish_run, is_cancelled, record_epoch
+from service.lifecycle import (
+    LeaseLost,
+    claim_for_training,
+    finish_run,
+    finished_as,
+    is_cancelled,
+    record_epoch,
+    release_lease,
+)
 from service.schema import RunStatus
-from service.store import get_run, load_dataset
+from service.store import load_dataset
 from workers.lease import Heartbeat
 
 log = logging.getLogger(__name__)
+
+# The database went away: nothing about the run itself is wrong.
+INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError)
 
 # fit's outcome → the run's terminal status.
 _FIT_STATUS = {
@@ -26,10 +48,36 @@ _FIT_STATUS = {
 }
 
 
-def worker_identity() -> tuple[str, str]:
-    """(hostname, lease owner): the owner is unique per process and claim."""
-    hostname = socket.gethostname()
-    return hostname, f"{hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def lease_owner(hostname: str, pid: int, task_id: str | None = None) -> str:
+    """Who holds a claim: unique per process and message, and rebuilt by the worker's main
+    process from what it knows of a pool process that died (workers/tasks.py)."""
+    return f"{hostname}:{pid}:{task_id or uuid.uuid4().hex}"
+
+
+@dataclass
+class Phases:
+    """Where one run's time went, for the log line the fleet benchmark reads."""
+
+    started: float = field(default_factory=time.perf_counter)
+    marks: dict[str, float] = field(default_factory=dict)
+    epoch_writes: float = 0.0  # inside training: every epoch but the last
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = time.perf_counter()
+
+    def line(self, run_id: int, attempt: int, status: str) -> str:
+        now = time.perf_counter()
+        claimed = self.marks.get("claimed", self.started)
+        set_up = self.marks.get("set_up", claimed)
+        trained = self.marks.get("trained", set_up)
+        finishing = now - trained  # the last epoch's losses and the outcome, one transaction
+        ms = lambda seconds: f"{seconds * 1000:.1f} ms"  # noqa: E731
+        return (
+            f"run {run_id} attempt {attempt} {status} in {now - self.started:.3f} s"
+            f" (claim {ms(claimed - self.started)}, setup {ms(set_up - claimed)},"
+            f" train {ms(trained - set_up - self.epoch_writes)},"
+            f" writes {ms(self.epoch_writes + finishing)})"
+        )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -48,37 +96,53 @@ def _load_user_rows(engine: Engine, spec) -> tuple[list[dict] | None, list[dict]
     return rows[0], rows[1]
 
 
-def execute_run(engine: Engine, run_id: int, settings: Settings) -> str | None:
-    """Claim, train and finish one run; the status it ended in, or None when it was not ours."""
-    from models.spec import SpecError, spec_from_dict
-    from models.training import DeviceError, fit, resolve_device
+@functools.cache
+def _auto_device() -> str:
+    """Where this worker trains a run that asked for auto."""
+    from models.training import resolve_device
 
-    run = get_run(engine, run_id)
-    if run is None or run.status != RunStatus.QUEUED:
-        log.info("run %s: not queued (%s); message dropped", run_id, run and run.status)
-        return None
-    setup_error: str | None = None
-    device = run.spec.get("device", "auto")
+    return resolve_device("auto")
+
+
+def _validate(raw: object) -> tuple[object | None, str | None]:
+    """(spec, error): the worker checks the stored spec again before it trains."""
+    from models.spec import spec_from_dict
+    from models.training import resolve_device
+
     try:
-        spec = spec_from_dict(run.spec)
-        device = resolve_device(spec.device)
-    except (SpecError, DeviceError) as exc:
-        setup_error = f"invalid spec: {exc}" if isinstance(exc, SpecError) else str(exc)
-    hostname, owner = worker_identity()
-    attempt = claim_run(
+        spec = spec_from_dict(raw)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - any malformed row fails its run, not the worker
+        return None, f"invalid spec: {exc}"
+    try:
+        resolve_device(spec.device)
+    except Exception as exc:  # noqa: BLE001 - DeviceError, or a broken CUDA install
+        return spec, str(exc)
+    return spec, None
+
+
+def execute_run(
+    engine: Engine, run_id: int, settings: Settings, owner: str | None = None
+) -> str | None:
+    """Claim, train and finish one run; the status it ended in, or None when it was not ours."""
+    phases = Phases()
+    hostname = socket.gethostname()
+    owner = owner or lease_owner(hostname, os.getpid())
+    claimed = claim_for_training(
         engine,
         run_id,
         owner=owner,
         worker=hostname,
-        device=str(device),
+        auto_device=_auto_device(),
         lease_seconds=settings.lease_seconds,
     )
-    if attempt is None:
-        log.info("run %s: claimed by another worker; message dropped", run_id)
+    if claimed is None:
+        log.info("run %s: not queued; message dropped", run_id)
         return None
+    attempt = claimed.attempt
+    spec, setup_error = _validate(claimed.spec)
+    phases.mark("claimed")
     if setup_error is not None:
-        finish_run(engine, run_id, attempt, RunStatus.FAILED, error=setup_error)
-        return RunStatus.FAILED
+        return _finish(engine, run_id, attempt, RunStatus.FAILED, setup_error, None, settings)
 
     heartbeat = Heartbeat(
         engine,
@@ -90,34 +154,75 @@ def execute_run(engine: Engine, run_id: int, settings: Settings) -> str | None:
     )
     heartbeat.start()
     try:
-        train_rows, val_rows = _load_user_rows(engine, spec)
-        from models.data import build_data
-
-        data = build_data(spec, train_rows, val_rows)
-        result = fit(
-            spec,
-            data,
-            on_epoch=lambda report: record_epoch(
-                engine, run_id, attempt, report.epoch, {"train": report.train, "val": report.val}
-            ),
-            stop=heartbeat.stop,
+        status, error, trace, last = _train(engine, run_id, attempt, spec, heartbeat, phases)
+        if status is None:
+            return _lost(engine, run_id, attempt)
+        ended = _finish(engine, run_id, attempt, status, error, trace, settings, last)
+    except INFRASTRUCTURE_ERRORS as exc:
+        # This attempt cannot record anything; the next one will, once the database is back.
+        log.warning(
+            "run %s attempt %s: database error, attempt abandoned: %s",
+            run_id,
+            attempt,
+            _one_line(exc),
         )
-    except LeaseLost:
-        return _lost(engine, run_id, attempt)
-    except Exception as exc:  # noqa: BLE001 - any training error fails the run, not the worker
-        return _finish(
-            engine, run_id, attempt, RunStatus.FAILED, _one_line(exc), traceback.format_exc()
-        )
+        _release(engine, run_id, owner, f"database error: {_one_line(exc)}")
+        return None
     finally:
         heartbeat.finish()
+    if ended is not None:
+        log.info("%s", phases.line(run_id, attempt, ended))
+    return ended
 
+
+def _train(
+    engine: Engine,
+    run_id: int,
+    attempt: int,
+    spec,
+    heartbeat: Heartbeat,
+    phases: Phases,  # noqa: ANN001
+) -> tuple[RunStatus | None, str | None, str | None, tuple | None]:
+    """Train until fit ends: (status, error, traceback, last epoch), status None when the
+    lease was lost. Every epoch is written as it ends, but the spec's last one, which is
+    handed back to be written with the outcome in one transaction."""
+    from models.data import build_data
+    from models.training import fit
+
+    last: list[tuple] = []
+
+    def on_epoch(report) -> None:  # noqa: ANN001 - models.training.EpochReport
+        splits = {"train": report.train, "val": report.val}
+        if report.epoch == spec.epochs:
+            last.append((report.epoch, splits))
+            return
+        started = time.perf_counter()
+        record_epoch(engine, run_id, attempt, report.epoch, splits)
+        phases.epoch_writes += time.perf_counter() - started
+
+    try:
+        train_rows, val_rows = _load_user_rows(engine, spec)
+        data = build_data(spec, train_rows, val_rows)
+        phases.mark("set_up")
+        result = fit(spec, data, on_epoch=on_epoch, stop=heartbeat.stop)
+        phases.mark("trained")
+    except LeaseLost:
+        return None, None, None, None
+    except INFRASTRUCTURE_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any training error fails the run, not the worker
+        return RunStatus.FAILED, _one_line(exc), traceback.format_exc(), _first(last)
     if result.status == "stopped":
         if heartbeat.reason == "time limit":
-            return _finish(engine, run_id, attempt, RunStatus.FAILED, "time limit", None)
-        return _lost(engine, run_id, attempt)
+            return RunStatus.FAILED, "time limit", None, None
+        return None, None, None, None
     status = _FIT_STATUS[result.status]
     error = result.reason if status != RunStatus.SUCCEEDED else None
-    return _finish(engine, run_id, attempt, status, error, None)
+    return status, error, None, _first(last)
+
+
+def _first(items: list) -> object | None:
+    return items[0] if items else None
 
 
 def _finish(
@@ -127,18 +232,44 @@ def _finish(
     status: RunStatus,
     error: str | None,
     trace: str | None,
+    settings: Settings,
+    last_epoch: tuple | None = None,
 ) -> str | None:
+    """Record the outcome, retrying through a database blip for up to one lease: a finished
+    training is worth keeping. A retry after a commit whose reply was lost finds it done."""
+    deadline = time.monotonic() + settings.lease_seconds
+    delay, retried = 0.2, False
+    while True:
+        try:
+            finish_run(
+                engine, run_id, attempt, status, error=error, traceback=trace, last_epoch=last_epoch
+            )
+            return status
+        except LeaseLost:
+            if retried and finished_as(engine, run_id, attempt) == status:
+                return status
+            return _lost(engine, run_id, attempt)
+        except INFRASTRUCTURE_ERRORS:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning(
+                "run %s attempt %s: database error while finishing; retrying", run_id, attempt
+            )
+            time.sleep(delay)
+            delay, retried = min(delay * 2, 5.0), True
+
+
+def _release(engine: Engine, run_id: int, owner: str, reason: str) -> None:
     try:
-        finish_run(engine, run_id, attempt, status, error=error, traceback=trace)
-    except LeaseLost:
-        return _lost(engine, run_id, attempt)
-    return status
+        release_lease(engine, run_id, owner, reason)
+    except INFRASTRUCTURE_ERRORS:
+        pass  # still unreachable: the lease runs out by itself
 
 
 def _lost(engine: Engine, run_id: int, attempt: int) -> str | None:
     """This attempt no longer holds the run: cancelled by the user, or reclaimed after a stall."""
     if is_cancelled(engine, run_id):
-        log.info("run %s attempt %s: cancelled", run_id, attempt)
+        log.info("run %s attempt %s: cancelled; stopped", run_id, attempt)
         return RunStatus.CANCELLED
     log.warning("run %s attempt %s: lease lost; stopped without further writes", run_id, attempt)
     return None

@@ -1,22 +1,115 @@
-"""The Celery task: thin, it takes a run id and hands it to the runner."""
+"""The Celery task: thin, it takes a run id and hands it to the runner.
+
+Its request class runs in the worker's main process and hears when a pool process died with
+a run in hand (the OOM killer, a segfault, SIGKILL): it expires that claim's lease at once and
+wakes the reaper, so the run is queued again in about a second instead of a lease later.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
+import threading
+
+from billiard.einfo import ExceptionWithTraceback
+from billiard.exceptions import WorkerLostError
+from celery import Task
+from celery.signals import worker_process_init
+from celery.worker.request import Request
 
 from service.config import load_settings
 from service.db import get_engine
+from service.errors import DatabaseError
 from workers.app import TRAIN_TASK, app
-from workers.runner import execute_run
+from workers.runner import INFRASTRUCTURE_ERRORS, execute_run, lease_owner
 
 log = logging.getLogger(__name__)
 
+RETRY_MAX_SECONDS = 30
 
-@app.task(name=TRAIN_TASK)
-def train_run(run_id: int) -> str | None:
+
+def valid_run_id(args: object) -> int | None:
+    """The run id a message carries, or None for a malformed message."""
+    if isinstance(args, (list, tuple)) and len(args) == 1:
+        run_id = args[0]
+        if isinstance(run_id, int) and not isinstance(run_id, bool) and run_id > 0:
+            return run_id
+    return None
+
+
+def death_reason(exc: BaseException) -> str:
+    """ "Worker exited prematurely: signal 9 (SIGKILL) Job: 3." → a reason for the run."""
+    found = re.search(r"(signal \d+ \(\w+\)|exitcode \d+)", str(exc))
+    how = found.group(1) if found else str(exc).strip() or type(exc).__name__
+    hint = " (killed: out of memory?)" if "SIGKILL" in how else ""
+    return f"the training process died: {how}{hint}"
+
+
+def _release_dead_claim(run_id: int, owner: str, reason: str) -> None:
+    from service.lifecycle import release_lease
+    from workers.reaper import wake_reaper
+
+    try:
+        if release_lease(get_engine(load_settings().database_url), run_id, owner, reason):
+            log.warning("run %s: %s; lease released", run_id, reason)
+            wake_reaper()
+    except Exception:  # noqa: BLE001 - the lease still runs out by itself
+        log.warning("run %s: could not release the lease of a dead process", run_id, exc_info=True)
+
+
+class TrainRequest(Request):
+    """A train_run request, seen from the worker's main process."""
+
+    def on_failure(self, exc_info, send_failed_event=True, return_ok=False):  # noqa: ANN001, ANN201
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        died = isinstance(exc, (WorkerLostError, SystemExit, KeyboardInterrupt))
+        result = super().on_failure(exc_info, send_failed_event, return_ok)
+        run_id = valid_run_id(self.args)
+        if died and run_id is not None and self.worker_pid:
+            owner = lease_owner(socket.gethostname(), self.worker_pid, self.id)
+            # A thread: the database must not stall the consumer's event loop.
+            threading.Thread(
+                target=_release_dead_claim,
+                args=(run_id, owner, death_reason(exc)),
+                name=f"release-{run_id}",
+                daemon=True,
+            ).start()
+        return result
+
+
+class TrainTask(Task):
+    Request = TrainRequest
+
+
+@app.task(name=TRAIN_TASK, base=TrainTask, bind=True)
+def train_run(self: Task, run_id: int) -> str | None:
     """Train run `run_id`; a redelivered or stale message finds the claim held and does nothing."""
-    if isinstance(run_id, bool) or not isinstance(run_id, int):
-        log.error("train_run: ignoring a message whose run id is not an integer: %r", run_id)
+    if valid_run_id([run_id]) is None:
+        log.error(
+            "train_run: ignoring a message whose run id is not a positive integer: %r", run_id
+        )
         return None
     settings = load_settings()
-    return execute_run(get_engine(settings.database_url), run_id, settings)
+    owner = lease_owner(socket.gethostname(), os.getpid(), self.request.id)
+    try:
+        return execute_run(get_engine(settings.database_url), run_id, settings, owner)
+    except (DatabaseError, *INFRASTRUCTURE_ERRORS) as exc:
+        if isinstance(exc, DatabaseError) and exc.__cause__ is None:
+            raise  # the schema is not the one expq needs: no retry helps
+        # The database is away, not the run: try this message again later. If the run was
+        # claimed meanwhile its lease covers it, and the retried message is dropped.
+        countdown = min(2**self.request.retries, RETRY_MAX_SECONDS)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("run %s: database unavailable (%s); retrying in %ss", run_id, first, countdown)
+        raise self.retry(countdown=countdown, max_retries=None) from None
+
+
+@worker_process_init.connect
+def _warm_up(**_kwargs) -> None:  # noqa: ANN003 - Celery's signal signature
+    """Import torch in a fresh pool process, off its main thread: the first run starts sooner,
+    and the main process, which forks, never imports it."""
+    threading.Thread(target=lambda: __import__("models.training"), daemon=True).start()

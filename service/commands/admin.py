@@ -8,6 +8,7 @@ import click
 
 from service.config import load_settings
 from service.errors import InputError
+from service.output import format_option
 
 
 @click.command()
@@ -22,14 +23,72 @@ from service.errors import InputError
 @click.option("--loglevel", default="INFO", show_default=True, help="Celery log level.")
 def worker(queues: str | None, concurrency: int, loglevel: str) -> None:
     """Start a Celery worker that trains queued runs."""
-    from workers.command import WorkerConfigError, cuda_available, resolve_queues, run_worker
+    from workers.command import (
+        WorkerConfigError,
+        cuda_available,
+        resolve_queues,
+        run_worker,
+        wait_for_database,
+    )
 
-    needs_probe = not queues or "gpu" in queues
+    has_cuda = cuda_available()
     try:
-        chosen = resolve_queues(queues, cuda_available() if needs_probe else False)
+        chosen = resolve_queues(queues, has_cuda)
     except WorkerConfigError as exc:
         raise InputError(str(exc)) from None
-    run_worker(chosen, concurrency, loglevel)
+    wait_for_database(
+        load_settings().database_url, lambda line: click.echo(f"expq worker: {line}", err=True)
+    )
+    run_worker(chosen, concurrency, loglevel, has_cuda)
+
+
+@click.command()
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds to wait for the workers to answer.",
+)
+@format_option()
+def workers(timeout: float, fmt: str) -> None:
+    """List the live workers: their queues, concurrency, device and the runs they train."""
+    from service.output import print_csv, print_json, print_table
+    from workers.app import make_app
+    from workers.control import INFO_COMMAND
+    from workers.dispatch import broker_error
+
+    app = make_app()
+    try:
+        replies = app.control.broadcast(INFO_COMMAND, reply=True, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - kombu raises many transport errors
+        raise broker_error(app, exc) from None
+    found = sorted(
+        ({"worker": name, **info} for reply in replies or [] for name, info in reply.items()),
+        key=lambda info: info["worker"],
+    )
+    if fmt == "json":
+        print_json(found)
+        return
+    header = ["worker", "queues", "concurrency", "device", "active_runs", "uptime_s"]
+    rows = [
+        [
+            info["worker"],
+            ",".join(info.get("queues", [])),
+            info.get("concurrency"),
+            info.get("device"),
+            " ".join(str(run["run_id"]) for run in info.get("active_runs", [])) or "-",
+            info.get("uptime_seconds"),
+        ]
+        for info in found
+    ]
+    if fmt == "csv":
+        print_csv(header, rows)
+        return
+    if not found:
+        click.echo(f"no live workers answered within {timeout:g}s", err=True)
+        return
+    print_table(f"live workers: {len(found)}", header, rows)
 
 
 @click.group()

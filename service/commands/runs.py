@@ -3,12 +3,56 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import click
 
 from service.commands.common import TERMINAL, open_engine, wait_for
 from service.errors import InputError
-from service.output import emit_losses, emit_run_detail, emit_runs, format_option
+from service.output import (
+    emit_compare,
+    emit_losses,
+    emit_run_detail,
+    emit_runs,
+    emit_summary,
+    format_option,
+)
+
+WHERE_HELP = (
+    "Filter expression: comparisons (= != < <= > >=) and `in (...)` on a hyperparameter "
+    "(lr, hidden, ...), tag.KEY, a summary field (status, experiment, final_val_loss, "
+    "created_at, ...) or train_loss_t[T] / val_loss_t[T] (the last epoch's L_t), joined by "
+    "and, or, not and parentheses; strings in quotes. "
+    "Example: \"lr < 0.05 and (model = 'rnn' or tag.team = 'a') and val_loss_t[3] < 0.2\"."
+)
+
+
+def filter_options(command: Callable) -> Callable:
+    """The run filters shared by `runs list`, `runs summary` and `export`."""
+    for option in reversed(
+        (
+            click.option("--experiment", help="Only this experiment."),
+            click.option("--task", help="Only this task type."),
+            click.option("--model", help="Only this model."),
+            click.option(
+                "--status",
+                type=click.Choice(["queued", "running", *TERMINAL]),
+                help="Only this status.",
+            ),
+            click.option("--where", help=WHERE_HELP),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def run_filter(experiment, task, model, status, where):  # noqa: ANN001, ANN201
+    from service.filters import RunFilter, parse_where
+
+    if where is not None:
+        parse_where(where)  # a syntax error exits before any database work
+    return RunFilter(experiment, task, model, status, where)
 
 
 @click.group()
@@ -17,13 +61,13 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--experiment", help="Only this experiment.")
-@click.option("--task", help="Only this task type.")
-@click.option("--model", help="Only this model.")
+@filter_options
 @click.option(
-    "--status", type=click.Choice(["queued", "running", *TERMINAL]), help="Only this status."
+    "--sort",
+    default="id:desc",
+    show_default=True,
+    help="FIELD[:asc|desc], FIELD any field --where takes; ascending unless :desc.",
 )
-@click.option("--sort", default="id:desc", show_default=True, help="FIELD[:asc|desc].")
 @click.option(
     "--limit",
     type=click.IntRange(1, 1_000_000),
@@ -37,29 +81,96 @@ def runs_list(
     task: str | None,
     model: str | None,
     status: str | None,
+    where: str | None,
     sort: str,
     limit: int,
     fmt: str,
 ) -> None:
-    """List runs, newest first."""
-    from service.store import RUN_SORT_FIELDS, list_runs
+    """List runs, newest first; --where and --sort take any field."""
+    from service.filters import parse_sort
+    from service.store import list_runs
 
-    field, _, direction = sort.partition(":")
-    if field not in RUN_SORT_FIELDS or direction not in ("", "asc", "desc"):
-        raise InputError(
-            f"--sort takes FIELD[:asc|desc] with FIELD one of {', '.join(RUN_SORT_FIELDS)}"
-        )
+    field, descending = parse_sort(sort)
+    chosen = run_filter(experiment, task, model, status, where)
     found = list_runs(
         open_engine(),
-        experiment=experiment,
-        task=task,
-        model=model,
-        status=status,
-        sort=field,
-        descending=direction != "asc",
+        experiment=chosen.experiment,
+        task=chosen.task,
+        model=chosen.model,
+        status=chosen.status,
+        where=chosen.where,
+        sort=field.name,
+        descending=descending,
         limit=limit,
     )
     emit_runs(found, fmt, title=f"{len(found)} runs")
+
+
+@runs.command("summary")
+@filter_options
+@click.option(
+    "--group-by",
+    "group_by",
+    required=True,
+    help="Comma-separated fields to group by, e.g. model,hidden or tag.team.",
+)
+@click.option(
+    "--metric",
+    default="final_val_loss",
+    show_default=True,
+    help="The numeric field summarised per group, e.g. final_metric or val_loss_t[3].",
+)
+@click.option(
+    "--sort",
+    help="A group-by field or runs, count, mean, std, min, max; [:asc|desc]. "
+    "Default: by the group-by fields.",
+)
+@format_option()
+def runs_summary(
+    experiment: str | None,
+    task: str | None,
+    model: str | None,
+    status: str | None,
+    where: str | None,
+    group_by: str,
+    metric: str,
+    sort: str | None,
+    fmt: str,
+) -> None:
+    """Count, mean, std, min and max of a metric per group of runs, computed in SQL."""
+    from service.filters import parse_fields
+    from service.store import SUMMARY_STATS, summarize_runs
+
+    names = [field.name for field in parse_fields(group_by, "--group-by")]
+    key, descending = _summary_sort(sort, names, SUMMARY_STATS)
+    chosen = run_filter(experiment, task, model, status, where)
+    groups = summarize_runs(open_engine(), chosen, group_by, metric)
+    for name in reversed(names if key is None else [key]):
+        # Stable sorts, innermost key first; groups without a value go last either way.
+        present = sorted(
+            (g for g in groups if g[name] is not None),
+            key=lambda g, n=name: g[n],
+            reverse=descending,
+        )
+        groups = present + [g for g in groups if g[name] is None]
+    emit_summary(groups, names, metric, fmt)
+
+
+def _summary_sort(
+    sort: str | None, names: list[str], stats: tuple[str, ...]
+) -> tuple[str | None, bool]:
+    if sort is None:
+        return None, False
+    name, sep, direction = sort.rpartition(":")
+    if not sep or direction.lower() not in ("asc", "desc"):
+        name, direction = sort, "asc"
+    name = name.strip()
+    if name not in (*names, *stats):
+        raise InputError(
+            f"--sort: {name!r} is neither a group-by field ({', '.join(names)}) "
+            f"nor one of {', '.join(stats)}"
+        )
+    return name, direction.lower() == "desc"
 
 
 def existing_run(engine, run_id: int):  # noqa: ANN001, ANN202
@@ -97,6 +208,39 @@ def runs_losses(run_id: int, split: str | None, epoch: str, fmt: str) -> None:
     engine = open_engine()
     existing_run(engine, run_id)
     emit_losses(get_losses(engine, run_id, split=split, epoch=epoch), fmt)
+
+
+@runs.command("compare")
+@click.argument("run_ids", type=int, nargs=-1, required=True)
+@format_option()
+def runs_compare(run_ids: tuple[int, ...], fmt: str) -> None:
+    """Runs side by side; hyperparameters and tags that differ are marked."""
+    from service.store import get_runs
+
+    if len(run_ids) < 2:
+        raise InputError("give two or more run ids to compare")
+    emit_compare(get_runs(open_engine(), list(dict.fromkeys(run_ids))), fmt)
+
+
+@runs.command("plot")
+@click.argument("run_ids", type=int, nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    required=True,
+    help="The image file to write, e.g. losses.png.",
+)
+def runs_plot(run_ids: tuple[int, ...], output: Path) -> None:
+    """Plot the total loss per epoch and the last epoch's per-timestep loss of runs."""
+    from service.store import get_losses, get_runs
+
+    engine = open_engine()
+    chosen = get_runs(engine, list(dict.fromkeys(run_ids)))
+    from service.plots import plot_runs  # matplotlib loads only here
+
+    plot_runs([(run, get_losses(engine, run.id)) for run in chosen], output)
+    click.echo(f"wrote {output}", err=True)
 
 
 @runs.command("wait")

@@ -94,10 +94,15 @@ def test_queries_never_import_torch(tmp_path: Path, embedded_broker_url: str) ->
     env = expq_env(tmp_path, f"sqlite:///{tmp_path / 'expq.db'}", embedded_broker_url)
     probe = (
         "import sys\nfrom service.cli import cli\n"
-        "for args in (['submit', '--task', 'binary', '--model', 'mlp'], ['runs', 'list'],"
-        " ['runs', 'show', '1'], ['runs', 'losses', '1']):\n"
+        "submit = ['submit', '--task', 'binary', '--model', 'mlp']\n"
+        f"plot = ['runs', 'plot', '1', '2', '-o', {str(tmp_path / 'p.png')!r}]\n"
+        "for args in (submit, submit, ['runs', 'list'], ['runs', 'show', '1'],"
+        " ['runs', 'losses', '1'], ['runs', 'list', '--where', 'lr < 1 or val_loss_t[2] < 1'],"
+        " ['runs', 'summary', '--group-by', 'model,tag.k'], ['runs', 'compare', '1', '2'],"
+        " ['export'], ['export', '--losses', '--format', 'json'], plot):\n"
         "    cli.main(args, standalone_mode=False)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'matplotlib' in sys.modules, 'runs plot drew nothing'\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -213,3 +218,152 @@ def test_runs_wait_times_out_with_exit_1(sqlite_url: str, monkeypatch: pytest.Mo
     assert result.exit_code == 1
     assert CliRunner().invoke(cli, ["runs", "cancel", str(run.id)]).exit_code == 0
     assert CliRunner().invoke(cli, ["runs", "wait", str(run.id)]).exit_code == 1
+
+
+@pytest.fixture
+def two_runs(finished_run: int, sqlite_url: str) -> tuple[int, int]:
+    """`finished_run` (lr 0.1 default) and a second run: lr 0.05, hidden 8, three timesteps."""
+    from service.db import get_engine
+
+    engine = get_engine(sqlite_url)
+    spec = spec_from_dict({"task": "translation", "model": "rnn", "lr": 0.05, "hidden": 8})
+    run = create_run(engine, spec.to_dict(), spec.params(), NewRun("cli", "cpu", tags={"k": "v"}))
+    attempt = claim_run(engine, run.id, owner="o", worker="w", device="cpu", lease_seconds=30)
+    record_epoch(
+        engine,
+        run.id,
+        attempt,
+        1,
+        {"train": Split(0.5, [0.1, 0.2, 0.2]), "val": Split(0.9, [0.1, 0.3, 0.5])},
+    )
+    return finished_run, run.id
+
+
+def _json(args: list[str]):  # noqa: ANN202
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_runs_list_where_with_or_parentheses_and_a_timestep(two_runs: tuple[int, int]) -> None:
+    first, second = two_runs
+    where = "(lr < 0.06 or hidden > 1000) and val_loss_t[3] < 0.6"
+    assert [r["id"] for r in _json(["runs", "list", "--where", where, "--format", "json"])] == [
+        second
+    ]
+    where = "val_loss_t[2] >= 1 or (tag.k = 'v' and not status = 'queued')"
+    found = _json(["runs", "list", "--where", where, "--sort", "id:asc", "--format", "json"])
+    assert [r["id"] for r in found] == [first, second]
+    ordered = _json(["runs", "list", "--sort", "val_loss_t[1]:desc", "--format", "json"])
+    assert [r["id"] for r in ordered] == [first, second]  # 2.0 before 0.1
+    bad = CliRunner().invoke(cli, ["runs", "list", "--where", "lr < 0.1 and (hidden = 8"])
+    assert bad.exit_code == 2
+    assert bad.output == "Error: --where: expected ')', got end of expression at position 25\n"
+    bad = CliRunner().invoke(cli, ["runs", "list", "--sort", "val_loss_t[x]"])
+    assert bad.exit_code == 2 and "unknown field 'val_loss_t[x]' at position 1" in bad.output
+
+
+def test_runs_list_where_from_a_real_process(two_runs: tuple[int, int], tmp_path: Path) -> None:
+    import os
+
+    first, second = two_runs
+    env = {**os.environ, "EXPQ_HOME": str(tmp_path / "home")}
+    where = "(model = 'rnn' or tag.k = 'x') and val_loss_t[1] <= 0.1 and lr in (0.05, 0.5)"
+    result = run_cli(env, "runs", "list", "--where", where, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert [r["id"] for r in json.loads(result.stdout)] == [second]
+    result = run_cli(env, "runs", "list", "--where", "lr < 1; DROP TABLE runs")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "Error: --where: unexpected ';' at position 7\n"
+
+
+def test_runs_summary_in_every_format(two_runs: tuple[int, int]) -> None:
+    groups = _json(["runs", "summary", "--group-by", "hidden", "--format", "json"])
+    assert [g["hidden"] for g in groups] == [8, 128]
+    assert set(groups[0]) == {"hidden", "runs", "count", "mean", "std", "min", "max"}
+    assert groups[0]["mean"] == 0.9 and groups[1]["mean"] == 2.0
+    by_mean = _json(
+        ["runs", "summary", "--group-by", "model", "--metric", "val_loss_t[1]", "--format", "json"]
+    )
+    assert by_mean[0]["count"] == 2 and by_mean[0]["min"] == 0.1 and by_mean[0]["max"] == 2.0
+    desc = _json(
+        ["runs", "summary", "--group-by", "hidden", "--sort", "mean:desc", "--format", "json"]
+    )
+    assert [g["hidden"] for g in desc] == [128, 8]
+    as_csv = CliRunner().invoke(
+        cli, ["runs", "summary", "--group-by", "lr,tag.k", "--format", "csv"]
+    )
+    rows = list(csv.DictReader(io.StringIO(as_csv.output)))
+    assert rows[0].keys() >= {"lr", "tag.k", "count", "mean", "std", "min", "max"}
+    table = CliRunner().invoke(cli, ["runs", "summary", "--group-by", "model"])
+    assert table.exit_code == 0 and "final_val_loss by model" in table.output
+    for args, message in (
+        (["--group-by", "nope"], "--group-by: unknown field 'nope'"),
+        (["--group-by", "model", "--metric", "model"], "--metric: model is not a number"),
+        (["--group-by", "model", "--sort", "median"], "--sort: 'median' is neither"),
+    ):
+        bad = CliRunner().invoke(cli, ["runs", "summary", *args])
+        assert bad.exit_code == 2 and message in bad.output
+
+
+def test_runs_compare_marks_differing_hyperparameters(two_runs: tuple[int, int]) -> None:
+    first, second = two_runs
+    shown = _json(["runs", "compare", str(first), str(second), "--format", "json"])
+    assert shown["runs"] == [first, second]
+    differs = {row["field"] for row in shown["rows"] if row["differs"]}
+    assert differs == {"lr", "hidden", "epochs", "tag.k"}
+    lr = next(row for row in shown["rows"] if row["field"] == "lr")
+    assert lr["values"] == [0.1, 0.05]
+    table = CliRunner().invoke(cli, ["runs", "compare", str(first), str(second)])
+    assert table.exit_code == 0
+    marked = [line for line in table.output.splitlines() if "≠" in line]
+    assert any(" lr " in line for line in marked) and not any("momentum" in line for line in marked)
+    missing = CliRunner().invoke(cli, ["runs", "compare", str(first), "999"])
+    assert missing.exit_code == 2 and "no run with id 999" in missing.output
+
+
+def test_runs_plot_writes_a_png_naming_what_differs(
+    two_runs: tuple[int, int], tmp_path: Path
+) -> None:
+    from service.plots import run_labels
+    from service.store import get_runs
+
+    first, second = two_runs
+    image = tmp_path / "curves.png"
+    result = CliRunner().invoke(cli, ["runs", "plot", str(first), str(second), "-o", str(image)])
+    assert result.exit_code == 0, result.output
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 10_000
+    from service.commands.common import open_engine
+
+    labels = run_labels(get_runs(open_engine(), [first, second]))
+    assert labels == [
+        f"run {first}: hidden=128, lr=0.1, epochs=2",
+        f"run {second}: hidden=8, lr=0.05, epochs=20",
+    ]
+    bad = CliRunner().invoke(cli, ["runs", "plot", "999", "-o", str(image)])
+    assert bad.exit_code == 2 and "no run with id 999" in bad.output
+
+
+def test_export_runs_and_losses_as_csv_and_json(two_runs: tuple[int, int]) -> None:
+    first, second = two_runs
+    rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(cli, ["export"]).output)))
+    assert [int(r["id"]) for r in rows] == [first, second]
+    assert rows[1]["param.lr"] == "0.05" and rows[1]["tag.k"] == "v" and rows[0]["tag.k"] == ""
+    as_json = _json(["export", "--format", "json", "--where", "hidden = 8"])
+    assert [r["id"] for r in as_json] == [second] and as_json[0]["params"]["hidden"] == 8
+    losses = _json(["export", "--losses", "--format", "json", "--where", f"id = {second}"])
+    assert len(losses) == 2 * 4
+    assert losses[0] == {
+        "run_id": second,
+        "epoch": 1,
+        "split": "train",
+        "timestep": 1,
+        "value": 0.1,
+    }
+    assert losses[3]["timestep"] is None and losses[3]["value"] == 0.5
+    long = CliRunner().invoke(cli, ["export", "--losses", "--where", "lr > 0.06"])
+    table = list(csv.DictReader(io.StringIO(long.output)))
+    assert len(table) == 2 * 2 * 3 and {r["run_id"] for r in table} == {str(first)}
+    assert _json(["export", "--format", "json", "--where", "lr > 5"]) == []
+    bad = CliRunner().invoke(cli, ["export", "--where", "lr <"])
+    assert bad.exit_code == 2 and "position 5" in bad.output

@@ -132,3 +132,129 @@ def test_cancel_queued_and_running(engine) -> None:  # noqa: ANN001
         renew_lease(engine, running.id, attempt, 30)
     assert get_run(engine, running.id).status == "cancelled"
     assert cancel_run(engine, 999_999) is None
+
+
+def _age_queued(engine, run_id: int, seconds: float) -> None:  # noqa: ANN001
+    from sqlalchemy import update
+
+    from service.schema import Run
+
+    with session_scope(engine) as session:
+        session.execute(
+            update(Run)
+            .where(Run.run_id == run_id)
+            .values(queued_at=utcnow() - timedelta(seconds=seconds))
+        )
+
+
+def test_a_new_attempt_starts_from_a_clean_summary(engine) -> None:  # noqa: ANN001
+    run = new_run(engine)
+    attempt = claim(engine, run.id, lease=1)
+    record_epoch(engine, run.id, attempt, 1, {"train": Split(0.5, [0.5]), "val": Split(0.4, [0.4])})
+    reap_expired_leases(engine, now=utcnow() + timedelta(seconds=5))
+    assert claim(engine, run.id) == attempt + 1
+    again = get_run(engine, run.id)
+    assert (again.epochs_done, again.best_val_loss, again.final_train_loss) == (0, None, None)
+    assert again.error is None and again.finished_at is None
+    assert get_losses(engine, run.id) == []  # attempt 1's rows stay stored, unseen
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Loss)) == 2 * 2
+
+
+def test_a_dead_process_releases_only_its_own_lease(engine) -> None:  # noqa: ANN001
+    from service.lifecycle import release_lease
+
+    run = new_run(engine, max_attempts=2)
+    claim(engine, run.id, lease=60)  # owner "w1"
+    assert not release_lease(engine, run.id, "someone-else", "the training process died")
+    assert reap_expired_leases(engine) == []
+    assert release_lease(engine, run.id, "w1", "the training process died: signal 9 (SIGKILL)")
+    assert [d.run_id for d in reap_expired_leases(engine)] == [run.id]
+    queued = get_run(engine, run.id)
+    assert queued.status == "queued"
+    assert queued.error == (
+        "attempt 1 lost: the training process died: signal 9 (SIGKILL); queued again"
+    )
+    claim(engine, run.id, lease=60)
+    release_lease(engine, run.id, "w1", "the training process died: signal 9 (SIGKILL)")
+    assert reap_expired_leases(engine) == []
+    failed = get_run(engine, run.id)
+    assert failed.status == "failed" and failed.finished_at is not None
+    assert failed.error == (
+        "gave up after 2 attempts; the last: the training process died: signal 9 (SIGKILL)"
+    )
+
+
+def test_an_expired_lease_names_the_reason_it_was_lost(engine) -> None:  # noqa: ANN001
+    from service.lifecycle import LEASE_EXPIRED
+
+    run = new_run(engine)
+    claim(engine, run.id, lease=1)
+    reap_expired_leases(engine, now=utcnow() + timedelta(seconds=5))
+    assert get_run(engine, run.id).error == f"attempt 1 lost: {LEASE_EXPIRED}; queued again"
+
+
+def test_stale_queued_runs_go_to_one_reaper_only(engine) -> None:  # noqa: ANN001
+    from service.lifecycle import count_queued, queued_backlog, take_stale_runs
+    from service.store import NewRun, create_run
+
+    fresh, old, urgent = new_run(engine), new_run(engine), new_run(engine)
+    spec = get_run(engine, fresh.id).spec
+    gpu = create_run(engine, spec, {}, NewRun("exp", "gpu"))
+    with session_scope(engine) as session:
+        from sqlalchemy import update
+
+        from service.schema import Run
+
+        session.execute(update(Run).where(Run.run_id == urgent.id).values(priority=9))
+    for run_id in (old.id, urgent.id, gpu.id):
+        _age_queued(engine, run_id, 120)
+    assert queued_backlog(engine, timedelta(seconds=60)) == {"cpu": 3, "gpu": 1}
+    assert queued_backlog(engine, timedelta(seconds=600)) == {}
+    taken = take_stale_runs(engine, "cpu", timedelta(seconds=60))
+    assert [(d.run_id, d.priority) for d in taken] == [(urgent.id, 9), (old.id, 0)]
+    assert take_stale_runs(engine, "cpu", timedelta(seconds=60)) == []  # taken: not stale now
+    assert queued_backlog(engine, timedelta(seconds=60)) == {"gpu": 1}
+    assert count_queued(engine, [fresh.id, gpu.id, 999_999]) == 2 and count_queued(engine, []) == 0
+
+
+def test_cancel_releases_the_lease_and_leaves_an_ended_run_alone(engine) -> None:  # noqa: ANN001
+    from service.lifecycle import finished_as
+
+    run = new_run(engine)
+    attempt = claim(engine, run.id)
+    assert cancel_run(engine, run.id) == "running"
+    with session_scope(engine) as session:
+        from service.schema import Run
+
+        row = session.get(Run, run.id)
+        assert (row.lease_owner, row.lease_expires_at) == (None, None)
+    assert cancel_run(engine, run.id) == "cancelled"
+    assert finished_as(engine, run.id, attempt) == "cancelled"
+    assert finished_as(engine, run.id, attempt + 1) is None
+
+
+def test_a_training_claim_records_the_device_and_returns_the_spec(engine) -> None:  # noqa: ANN001
+    from sqlalchemy import update
+
+    from service.lifecycle import claim_for_training
+    from service.schema import Run
+
+    def take(run_id: int):  # noqa: ANN202
+        return claim_for_training(
+            engine, run_id, owner="w", worker="h", auto_device="cuda", lease_seconds=30
+        )
+
+    for requested, recorded in (("cpu", "cpu"), ("cuda", "cuda"), ("auto", "cuda")):
+        run = new_run(engine, device=requested)
+        claimed = take(run.id)
+        assert claimed.attempt == 1 and claimed.spec["task"] == "translation"
+        assert get_run(engine, run.id).device == recorded
+        assert take(run.id) is None  # held: a second delivery gets nothing
+    garbage = new_run(engine)
+    with session_scope(engine) as session:
+        session.execute(
+            update(Run).where(Run.run_id == garbage.id).values(spec=["not", "a", "spec"])
+        )
+    assert take(garbage.id).spec == ["not", "a", "spec"]  # the worker fails it, with the reason
+    assert take(999_999) is None

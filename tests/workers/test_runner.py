@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
-from support import poll
+from support import poll, run_row
 
 from models.spec import spec_from_dict
 from service.config import Settings
@@ -127,3 +127,68 @@ def test_a_run_past_its_time_limit_fails(sqlite_engine, settings: Settings) -> N
     assert execute_run(sqlite_engine, run_id, settings) == "failed"
     run = get_run(sqlite_engine, run_id)
     assert run.error == "time limit" and run.epochs_done < 10_000
+
+
+def test_a_spec_that_is_not_an_object_fails_the_run(sqlite_engine, settings: Settings) -> None:  # noqa: ANN001
+    run_id = _queue(sqlite_engine, task="binary", model="mlp")
+    with session_scope(sqlite_engine) as session:
+        session.execute(update(Run).where(Run.run_id == run_id).values(spec=[1, 2]))
+    assert execute_run(sqlite_engine, run_id, settings) == "failed"
+    assert run_row(sqlite_engine, run_id).error == "invalid spec: spec must be an object"
+
+
+def test_a_database_error_abandons_the_attempt_without_failing_the_run(
+    sqlite_engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    """The database, not the run, is at fault: the lease is given back for another attempt."""
+    from sqlalchemy.exc import OperationalError
+
+    import workers.runner as runner
+    from service.lifecycle import reap_expired_leases
+
+    def unreachable(*_args, **_kwargs) -> None:
+        raise OperationalError("INSERT ...", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(runner, "record_epoch", unreachable)
+    run_id = _queue(sqlite_engine, task="binary", model="mlp")
+    assert execute_run(sqlite_engine, run_id, settings, owner="me") is None
+    run = get_run(sqlite_engine, run_id)
+    assert run.status == "running" and run.error.startswith("database error: OperationalError")
+    assert [d.run_id for d in reap_expired_leases(sqlite_engine)] == [run_id]
+    assert get_run(sqlite_engine, run_id).status == "queued"
+
+
+def test_finishing_rides_out_a_database_blip(
+    sqlite_engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    from sqlalchemy.exc import OperationalError
+
+    import workers.runner as runner
+
+    real, calls = runner.finish_run, []
+
+    def flaky(*args, **kwargs) -> None:
+        calls.append(args)
+        real(*args, **kwargs)  # the commit lands, but its reply is lost the first time
+        if len(calls) == 1:
+            raise OperationalError("COMMIT", {}, Exception("connection reset"))
+
+    monkeypatch.setattr(runner, "finish_run", flaky)
+    run_id = _queue(sqlite_engine, task="binary", model="mlp", epochs=1)
+    assert execute_run(sqlite_engine, run_id, settings) == "succeeded"
+    assert len(calls) == 2 and get_run(sqlite_engine, run_id).status == "succeeded"
+
+
+def test_each_run_logs_where_its_time_went(
+    sqlite_engine, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:  # noqa: ANN001
+    import re
+
+    run_id = _queue(sqlite_engine, task="binary", model="mlp", epochs=1)
+    with caplog.at_level("INFO", logger="workers.runner"):
+        execute_run(sqlite_engine, run_id, settings)
+    pattern = (
+        rf"run {run_id} attempt 1 succeeded in [\d.]+ s \(claim [\d.]+ ms, setup [\d.]+ ms, "
+        r"train [\d.]+ ms, writes [\d.]+ ms\)"
+    )
+    assert any(re.fullmatch(pattern, record.getMessage()) for record in caplog.records)

@@ -1,0 +1,424 @@
+"""Query latency at scale: 100,000 runs and over 10,000,000 loss rows, on SQLite and PostgreSQL.
+
+Run from the repository root: python -m benchmarks.store_query [--runs N] [--mlflow-runs N]
+Writes benchmarks/results/store_query.md. Each timed command runs in-process through the real
+CLI (click, the store, rich rendering), the process start excluded: the median of 5 after one
+warm-up. The whole-process wall time of `expq runs list --limit 20` is measured separately, on
+a 1,000-run database and on the big one. Beside it: `mlflow.search_runs` on MLflow runs holding
+the same hyperparameters and per-timestep metrics, with a comparable filter and order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from benchmarks.store_common import RESULTS, machine, median_ms, pg_database, process_ms, table
+from models.spec import spec_from_dict
+from service.db import make_engine, upgrade
+
+TASKS = {"binary": 1, "sentiment": 1, "captioning": 8, "translation": 8}  # task → timesteps T
+EPOCHS = 10
+EXPERIMENTS = 20
+LIST_WHERE = "lr < 0.05 and (model = 'rnn' or tag.team = 'a')"
+STEP_WHERE = "val_loss_t[3] < 0.2"
+BOTH_WHERE = "(hidden >= 64 or tag.team = 'b') and val_loss_t[3] < 0.2"
+RARE_WHERE = "val_loss_t[3] < 0.0005"
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _run(i: int, rng: random.Random) -> tuple[dict, list, list, list]:
+    """Run i: its runs row, params, tags and loss rows (trained runs only)."""
+    task = list(TASKS)[i % 4]
+    model = ("mlp", "rnn")[(i // 4) % 2]
+    spec = spec_from_dict(
+        {
+            "task": task,
+            "model": model,
+            "lr": round(10 ** rng.uniform(-3, 0), 5),
+            "hidden": rng.choice((16, 32, 64, 128)),
+            "layers": rng.choice((1, 2)),
+            "dropout": rng.choice((0.0, 0.1, 0.2)),
+            "seed": i,
+        }
+    )
+    roll = rng.random()
+    status = (
+        "queued"
+        if roll < 0.01
+        else "running"
+        if roll < 0.04
+        else "failed"
+        if roll < 0.08
+        else "succeeded"
+    )
+    done = 0 if status == "queued" else EPOCHS
+    steps = TASKS[task]
+    created = BASE + timedelta(seconds=i)
+    losses, totals = [], {"train": [], "val": []}
+    quality = rng.uniform(0.05, 1.0)
+    for epoch in range(1, done + 1):
+        decay = quality * (1.5 - epoch / EPOCHS)
+        for split in ("train", "val"):
+            values = [decay * rng.uniform(0.2, 1.0) for _ in range(steps)]
+            total = sum(values)
+            totals[split].append(total)
+            for t, value in enumerate(values, start=1):
+                losses.append((i, 1, epoch, split, t, value, "finite"))
+            losses.append((i, 1, epoch, split, None, total, "finite"))
+    final = {s: (v[-1] if v else None) for s, v in totals.items()}
+    best = {s: (min(v) if v else None) for s, v in totals.items()}
+    run = {
+        "run_id": i,
+        "experiment_id": 1 + i % EXPERIMENTS,
+        "task": task,
+        "model": model,
+        "status": status,
+        "spec": json.dumps(spec.to_dict()),
+        "queue": "cpu",
+        "priority": 0,
+        "device": None if status == "queued" else "cpu",
+        "worker": None if status == "queued" else f"worker-{i % 8}",
+        "attempt": 0 if status == "queued" else 1,
+        "max_attempts": 3,
+        "epochs_done": done,
+        "final_train_loss": final["train"],
+        "final_val_loss": final["val"],
+        "best_train_loss": best["train"],
+        "best_val_loss": best["val"],
+        "final_metric": None if not done else round(1 - quality / 2, 4),
+        "error": "boom" if status == "failed" else None,
+        "created_at": created,
+        "queued_at": created,
+        "started_at": None if status == "queued" else created + timedelta(seconds=1),
+        "finished_at": created + timedelta(seconds=60)
+        if status in ("succeeded", "failed")
+        else None,
+    }
+    params = [
+        (
+            i,
+            name,
+            float(v) if isinstance(v, (int, float)) else None,
+            v if isinstance(v, str) else None,
+        )
+        for name, v in spec.params().items()
+    ]
+    tags = [(i, "team", "abc"[i % 3]), (i, "sweep", f"s{i % 100}")]
+    return run, params, tags, losses
+
+
+def generate(runs: int, chunk: int = 2_000) -> Iterator[tuple[list, list, list, list]]:
+    rng = random.Random(7)
+    for start in range(1, runs + 1, chunk):
+        batch = [_run(i, rng) for i in range(start, min(start + chunk, runs + 1))]
+        yield tuple([item[k] for item in batch] for k in range(4))  # type: ignore[misc]
+
+
+RUN_COLUMNS = list(_run(1, random.Random(0))[0])
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def load_sqlite(path: Path, runs: int) -> int:
+    upgrade(make_engine(f"sqlite:///{path}"))
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA synchronous=OFF")
+    connection.executemany(
+        "INSERT INTO experiments (experiment_id, name, created_at) VALUES (?, ?, ?)",
+        [(e, f"exp{e}", _sqlite_time(BASE)) for e in range(1, EXPERIMENTS + 1)],
+    )
+    insert_run = (
+        f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})"
+    )
+    count = 0
+    for batch_runs, params, tags, losses in generate(runs):
+        connection.execute("BEGIN")
+        connection.executemany(
+            insert_run,
+            [
+                tuple(_sqlite_time(v) if isinstance(v, datetime) else v for v in run.values())
+                for run in batch_runs
+            ],
+        )
+        connection.executemany("INSERT INTO run_params VALUES (?, ?, ?, ?)", sum(params, []))
+        connection.executemany("INSERT INTO run_tags VALUES (?, ?, ?)", sum(tags, []))
+        rows = sum(losses, [])
+        connection.executemany(
+            "INSERT INTO losses (run_id, attempt, epoch, split, timestep, value, value_kind) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        connection.execute("COMMIT")
+        count += len(rows)
+    connection.close()
+    return count
+
+
+def load_postgresql(url: str, runs: int) -> int:
+    import psycopg
+
+    upgrade(make_engine(url))
+    raw = url.replace("postgresql+psycopg://", "postgresql://")
+    count = 0
+    with psycopg.connect(raw) as connection:
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO experiments (experiment_id, name, created_at) VALUES (%s, %s, %s)",
+                [(e, f"exp{e}", BASE) for e in range(1, EXPERIMENTS + 1)],
+            )
+        for batch_runs, params, tags, losses in generate(runs):
+            with connection.cursor() as cursor:
+                for statement, rows in (
+                    (
+                        f"COPY runs ({', '.join(RUN_COLUMNS)}) FROM STDIN",
+                        [tuple(r.values()) for r in batch_runs],
+                    ),
+                    ("COPY run_params FROM STDIN", sum(params, [])),
+                    ("COPY run_tags FROM STDIN", sum(tags, [])),
+                    (
+                        "COPY losses (run_id, attempt, epoch, split, timestep, value, value_kind) "
+                        "FROM STDIN",
+                        sum(losses, []),
+                    ),
+                ):
+                    with cursor.copy(statement) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+            count += len(sum(losses, []))
+            connection.commit()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT setval('experiments_experiment_id_seq', 1000)")
+            cursor.execute(f"SELECT setval('runs_run_id_seq', {runs + 1})")
+        connection.commit()
+        connection.autocommit = True
+        connection.execute("VACUUM ANALYZE")
+    return count
+
+
+def cli_ms(url: str, args: list[str]) -> float:
+    """In-process median of 5 of `expq ARGS` through the real CLI, output discarded."""
+    from click.testing import CliRunner
+
+    from service.cli import cli
+
+    os.environ["EXPQ_DATABASE_URL"] = url
+    runner = CliRunner()
+
+    def invoke() -> None:
+        result = runner.invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+
+    return median_ms(invoke)
+
+
+def matches(url: str, where: str) -> int:
+    from service.db import get_engine
+    from service.store import list_runs
+
+    return len(list_runs(get_engine(url), where=where, limit=None, sort="id"))
+
+
+def queries(url: str, runs: int) -> list[tuple[str, float, int | str]]:
+    show_id = runs // 2 + 3  # a translation run: 180 loss rows
+    cases = [
+        (
+            ["runs", "list", "--where", LIST_WHERE, "--sort", "final_val_loss", "--limit", "20"],
+            LIST_WHERE,
+        ),
+        (["runs", "show", str(show_id)], None),
+        (["runs", "show", str(show_id), "--format", "json"], None),
+        (["runs", "list", "--where", STEP_WHERE, "--limit", "20"], STEP_WHERE),
+        (
+            ["runs", "list", "--where", STEP_WHERE, "--sort", "final_val_loss", "--limit", "20"],
+            STEP_WHERE,
+        ),
+        (
+            ["runs", "list", "--where", BOTH_WHERE, "--sort", "final_val_loss", "--limit", "20"],
+            BOTH_WHERE,
+        ),
+        (["runs", "list", "--where", RARE_WHERE, "--limit", "20"], RARE_WHERE),
+        (["runs", "list", "--sort", "val_loss_t[3]", "--limit", "20"], None),
+        (["runs", "summary", "--group-by", "model,hidden"], None),
+    ]
+    found = []
+    for args, where in cases:
+        shown = " ".join(f'"{a}"' if " " in a or "[" in a else a for a in args)
+        found.append((shown, cli_ms(url, args), matches(url, where) if where else "-"))
+    return found
+
+
+def mlflow_search(url: str, runs: int) -> tuple[float, float, int]:
+    """Load `runs` MLflow runs like ours (params, per-epoch totals, last-epoch L_t); time
+    search_runs with the per-timestep filter and the final val loss order. (load s, ms, hits)"""
+    import logging
+
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    mlflow.set_tracking_uri(url)
+    client = MlflowClient(url)
+    experiment = client.create_experiment("bench")
+    rng = random.Random(7)
+    start = time.perf_counter()
+    for i in range(1, runs + 1):
+        run, params, tags, losses = _run(i, rng)
+        created = client.create_run(experiment)
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"{split}_loss" if t is None else f"{split}_loss_t{t}", value, now, epoch)
+            for _, _, epoch, split, t, value, _ in losses
+            if t is None or epoch == EPOCHS
+        ]
+        client.log_batch(
+            created.info.run_id,
+            metrics=metrics,
+            params=[
+                Param(name, str(num if num is not None else text)) for _, name, num, text in params
+            ],
+            tags=[RunTag(key, value) for _, key, value in tags],
+        )
+    load_s = time.perf_counter() - start
+    filter_string = "metrics.val_loss_t3 < 0.2"
+    hits = len(mlflow.search_runs([experiment], filter_string, max_results=50_000))
+
+    def search() -> None:
+        mlflow.search_runs(
+            [experiment], filter_string, max_results=20, order_by=["metrics.val_loss ASC"]
+        )
+
+    return load_s, median_ms(search), hits
+
+
+def _pg_size(url: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        size = connection.execute(text("SELECT pg_database_size(current_database())")).scalar()
+    engine.dispose()
+    return f"{size / 2**30:.2f} GiB"
+
+
+def startup_ms(url: str, home: Path) -> float:
+    env = {**os.environ, "EXPQ_DATABASE_URL": url, "EXPQ_HOME": str(home)}
+    return process_ms(["runs", "list", "--limit", "20"], env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--mlflow-runs", type=int, default=10_000)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--mlflow-backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+    lines = [
+        "# Store query latency",
+        "",
+        *machine(
+            f"python -m benchmarks.store_query --runs {args.runs} --mlflow-runs {args.mlflow_runs}"
+        ),
+        "",
+        "Each command runs in-process through the real CLI (argument parsing, the store, rich "
+        "rendering to a discarded stdout); the figure is the median of 5 after one warm-up. "
+        "The process start is excluded here and reported under Start-up.",
+        "",
+    ]
+    with tempfile.TemporaryDirectory(prefix="expq-bench-") as folder:
+        home = Path(folder)
+        small = home / "small.db"
+        load_sqlite(small, 1_000)
+        startup = {"sqlite (1,000 runs)": startup_ms(f"sqlite:///{small}", home)}
+        for backend in args.backends.split(","):
+            print(f"loading {args.runs} runs into {backend} ...", flush=True)
+            if backend == "sqlite":
+                path = home / "big.db"
+                begin = time.perf_counter()
+                rows = load_sqlite(path, args.runs)
+                url = f"sqlite:///{path}"
+                loaded = time.perf_counter() - begin
+                results = queries(url, args.runs)
+                startup[f"sqlite ({args.runs:,} runs)"] = startup_ms(url, home)
+                size = f"{path.stat().st_size / 2**30:.2f} GiB"
+            else:
+                with pg_database("expq_bench_query") as url:
+                    begin = time.perf_counter()
+                    rows = load_postgresql(url, args.runs)
+                    loaded = time.perf_counter() - begin
+                    results = queries(url, args.runs)
+                    startup[f"postgresql ({args.runs:,} runs)"] = startup_ms(url, home)
+                    size = _pg_size(url)
+            print(f"{backend}: {rows:,} loss rows in {loaded:.0f} s", flush=True)
+            lines += [
+                f"## {backend}: {args.runs:,} runs, {rows:,} loss rows",
+                "",
+                f"Loaded in {loaded:.0f} s (bulk executemany / COPY), database size {size}.",
+                "",
+                *table(
+                    ["command", "median ms", "runs matching the filter", "< 200 ms"],
+                    [
+                        [f"`expq {c}`", f"{ms:.1f}", n, "yes" if ms < 200 else "**no**"]
+                        for c, ms, n in results
+                    ],
+                ),
+                "",
+            ]
+        lines += [
+            "## Start-up: whole-process wall time of `expq runs list --limit 20`",
+            "",
+            "Median of 5 after one warm-up run; includes the interpreter start, imports and the "
+            "schema check. Target: < 500 ms on a 1,000-run database.",
+            "",
+            *table(["database", "median ms"], [[k, f"{v:.0f}"] for k, v in startup.items()]),
+            "",
+        ]
+        if args.mlflow_runs:
+            print(f"loading {args.mlflow_runs} MLflow runs ...", flush=True)
+            mlflow_rows = []
+            for backend in args.mlflow_backends.split(","):
+                if backend == "sqlite":
+                    load_s, ms, hits = mlflow_search(
+                        f"sqlite:///{home / 'mlflow.db'}", args.mlflow_runs
+                    )
+                    mlflow_rows.append(["sqlite", f"{load_s:.0f}", f"{ms:.1f}", hits])
+                else:
+                    with pg_database("expq_bench_mlflow") as url:
+                        load_s, ms, hits = mlflow_search(url, args.mlflow_runs)
+                    mlflow_rows.append(["postgresql", f"{load_s:.0f}", f"{ms:.1f}", hits])
+            lines += [
+                f"## Beside it: MLflow `search_runs` on {args.mlflow_runs:,} runs",
+                "",
+                "The same generated runs logged through `MlflowClient.log_batch` (17 params, "
+                "2 tags, the total train/val loss per epoch as steps, the last epoch's "
+                "per-timestep losses as metrics `val_loss_tN`). Timed: "
+                '`mlflow.search_runs([exp], "metrics.val_loss_t3 < 0.2", max_results=20, '
+                'order_by=["metrics.val_loss ASC"])`, '
+                "median of 5 after a warm-up; compare expq's "
+                f"`runs list --where '{STEP_WHERE}' --sort final_val_loss --limit 20` above, "
+                "on ten times as many runs.",
+                "",
+                *table(
+                    ["backend", "load s", "search_runs median ms", "runs matching"], mlflow_rows
+                ),
+                "",
+            ]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "store_query.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Loss-row write throughput: expq's real write path against MLflow and plain SQLAlchemy Core.
+
+Run from the repository root: python -m benchmarks.store_write [--scale F]
+Writes benchmarks/results/store_write.md. All three write the same epochs (per split the
+per-timestep losses and the total, one batch per epoch, a commit per batch) into the same
+backend, SQLite (WAL) and then PostgreSQL, at 10, 100 and 1,000 rows an epoch:
+
+- expq: `service.lifecycle.record_epoch`, the worker's call: the fenced summary UPDATE and
+  `loss_rows.insert_losses` (executemany on SQLite, COPY on PostgreSQL) in one transaction;
+- MLflow: `MlflowClient.log_batch` with the same values as metrics (step = epoch);
+- Core: `connection.execute(insert(losses), rows)` into an identical losses table, one
+  `engine.begin()` a batch: the ceiling a plain SQLAlchemy executemany reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from benchmarks.store_common import RESULTS, machine, pg_database, table
+from service.db import get_engine, make_engine, upgrade
+from service.schema import Loss
+
+BATCHES = (10, 100, 1000)  # rows an epoch: 2 splits x (T timesteps + the total)
+TARGET_X_MLFLOW = 10
+TARGET_OF_CORE = 0.5
+
+
+class Split:
+    def __init__(self, total: float, per_timestep: list[float]) -> None:
+        self.total, self.per_timestep, self.metric = total, per_timestep, 0.5
+
+
+def epoch_values(rows: int, epoch: int) -> dict[str, Split]:
+    steps = rows // 2 - 1
+    return {
+        split: Split(
+            float(steps) / epoch, [(t + offset) / (steps * epoch) for t in range(1, steps + 1)]
+        )
+        for split, offset in (("train", 0.0), ("val", 0.5))
+    }
+
+
+def rate(write: Callable[[int], int], epochs: int) -> float:
+    """Rows per second of `write(epoch)` (it returns the rows it wrote) over `epochs` epochs."""
+    write(0)  # warm-up: connections, statement caches, the first pages
+    start = time.perf_counter()
+    rows = sum(write(epoch) for epoch in range(1, epochs + 1))
+    return rows / (time.perf_counter() - start)
+
+
+def expq_writer(url: str, rows: int) -> Callable[[int], int]:
+    from models.spec import spec_from_dict
+    from service.lifecycle import claim_run, record_epoch
+    from service.store import NewRun, create_run
+
+    engine = get_engine(url)
+    spec = spec_from_dict({"task": "translation", "model": "rnn", "epochs": 100_000})
+    run = create_run(engine, spec.to_dict(), spec.params(), NewRun("bench", "cpu"))
+    attempt = claim_run(engine, run.id, owner="b", worker="b", device="cpu", lease_seconds=3600)
+    assert attempt is not None
+
+    def write(epoch: int) -> int:
+        record_epoch(engine, run.id, attempt, epoch + 1, epoch_values(rows, epoch + 1))
+        return rows
+
+    return write
+
+
+def core_writer(url: str, rows: int) -> Callable[[int], int]:
+    from models.spec import spec_from_dict
+    from service.store import NewRun, create_run
+
+    engine = make_engine(url)
+    upgrade(engine)
+    spec = spec_from_dict({"task": "translation", "model": "rnn"})
+    run_id = create_run(get_engine(url), spec.to_dict(), spec.params(), NewRun("b", "cpu")).id
+    statement = insert(Loss)
+
+    def write(epoch: int) -> int:
+        batch = [
+            {
+                "run_id": run_id,
+                "attempt": 1,
+                "epoch": epoch + 1,
+                "split": split,
+                "timestep": timestep,
+                "value": value,
+                "value_kind": "finite",
+            }
+            for split, losses in epoch_values(rows, epoch + 1).items()
+            for timestep, value in [*enumerate(losses.per_timestep, 1), (None, losses.total)]
+        ]
+        with engine.begin() as connection:
+            connection.execute(statement, batch)
+        return len(batch)
+
+    return write
+
+
+def mlflow_writer(url: str, rows: int) -> Callable[[int], int]:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(url)
+    run_id = client.create_run(client.create_experiment(f"bench-{rows}")).info.run_id
+
+    def write(epoch: int) -> int:
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"{split}_loss_t{t}" if t else f"{split}_loss", value, now, epoch)
+            for split, losses in epoch_values(rows, epoch + 1).items()
+            for t, value in [*enumerate(losses.per_timestep, 1), (0, losses.total)]
+        ]
+        client.log_batch(run_id, metrics=metrics)
+        return len(metrics)
+
+    return write
+
+
+def measure(urls: dict[str, str], scale: float) -> list[list[object]]:
+    rows_out = []
+    for rows in BATCHES:
+        epochs = max(20, int(scale * 200_000 / rows / (4 if rows == 10 else 1)))
+        expq = rate(expq_writer(urls["expq"], rows), epochs)
+        core = rate(core_writer(urls["core"], rows), epochs)
+        mlflow_epochs = max(10, epochs // 10)
+        mlflow = rate(mlflow_writer(urls["mlflow"], rows), mlflow_epochs)
+        print(f"  {rows} rows/epoch: expq {expq:,.0f}  core {core:,.0f}  mlflow {mlflow:,.0f}")
+        rows_out.append([rows, expq, mlflow, core])
+    return rows_out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the default rows")
+    args = parser.parse_args()
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    results: dict[str, list[list[object]]] = {}
+    with tempfile.TemporaryDirectory(prefix="expq-bench-") as folder:
+        base = Path(folder)
+        print("sqlite", flush=True)
+        results["sqlite"] = measure(
+            {name: f"sqlite:///{base / f'{name}.db'}" for name in ("expq", "core", "mlflow")},
+            args.scale,
+        )
+    print("postgresql", flush=True)
+    with (
+        pg_database("expq_bench_write") as expq,
+        pg_database("expq_bench_core") as core,
+        pg_database("expq_bench_mlflow_write") as mlflow,
+    ):
+        results["postgresql"] = measure({"expq": expq, "core": core, "mlflow": mlflow}, args.scale)
+    lines = [
+        "# Loss-row write throughput",
+        "",
+        *machine(f"python -m benchmarks.store_write --scale {args.scale:g}"),
+        "",
+        (__doc__ or "").split("\n\n", 1)[1].strip(),
+        "",
+        "Rows per second, each writer into its own fresh database on the same server. "
+        f"Targets at 1,000 rows a batch (MLflow's log_batch limit): expq >= {TARGET_X_MLFLOW}x "
+        f"MLflow on each backend, and >= {TARGET_OF_CORE:.0%} of Core on SQLite.",
+        "",
+    ]
+    for backend, rows in results.items():
+        lines += [
+            f"## {backend}",
+            "",
+            *table(
+                [
+                    "rows / epoch",
+                    "expq",
+                    "MLflow log_batch",
+                    "Core executemany",
+                    "expq / MLflow",
+                    "expq / Core",
+                ],
+                [
+                    [n, f"{e:,.0f}", f"{m:,.0f}", f"{c:,.0f}", f"{e / m:.1f}x", f"{e / c:.0%}"]
+                    for n, e, m, c in rows
+                ],
+            ),
+            "",
+        ]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "store_write.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

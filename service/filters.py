@@ -1,0 +1,447 @@
+"""The query language of --where, --sort and --group-by, parsed into bound SQLAlchemy expressions.
+
+    expr       := term ("or" term)*
+    term       := factor ("and" factor)*
+    factor     := "not" factor | "(" expr ")" | comparison
+    comparison := FIELD OP literal | FIELD ["not"] "in" "(" literal ("," literal)* ")"
+    OP         := = | == | != | <> | < | <= | > | >=
+    FIELD      := a hyperparameter | tag.KEY | tag."ANY KEY" | a summary field
+                  | train_loss_t[T] | val_loss_t[T]   (the last epoch's L_t of the winning attempt)
+    literal    := a number in any float notation (1, -2.5, .5, 1e-3, inf) | 'text' | "text"
+
+Keywords are case-insensitive. A hand-written tokenizer and recursive-descent parser turn the
+text into SQL expressions whose values are bound parameters: user text never reaches the SQL
+string. A comparison on a value a run does not have (no such tag, no losses yet) is false, and
+`not` is the plain complement of what it negates.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select
+
+from service.errors import InputError
+from service.schema import Experiment, Loss, Run, RunParam, RunTag
+
+MAX_LENGTH = 65_536
+MAX_DEPTH = 64
+MAX_IN_VALUES = 1_000
+
+# Columns of runs (and the experiment's name) that --where, --sort and --group-by accept.
+_COLUMNS: dict[str, tuple[Any, str]] = {
+    "id": (Run.run_id, "integer"),
+    "experiment": (Experiment.name, "text"),
+    "task": (Run.task, "text"),
+    "model": (Run.model, "text"),
+    "status": (Run.status, "text"),
+    "queue": (Run.queue, "text"),
+    "priority": (Run.priority, "integer"),
+    "worker": (Run.worker, "text"),
+    "attempt": (Run.attempt, "integer"),
+    "max_attempts": (Run.max_attempts, "integer"),
+    "epochs_done": (Run.epochs_done, "integer"),
+    "final_train_loss": (Run.final_train_loss, "number"),
+    "final_val_loss": (Run.final_val_loss, "number"),
+    "best_train_loss": (Run.best_train_loss, "number"),
+    "best_val_loss": (Run.best_val_loss, "number"),
+    "final_metric": (Run.final_metric, "number"),
+    "error": (Run.error, "text"),
+    "created_at": (Run.created_at, "time"),
+    "queued_at": (Run.queued_at, "time"),
+    "started_at": (Run.started_at, "time"),
+    "finished_at": (Run.finished_at, "time"),
+}
+_NULLABLE = {"worker", "error", "started_at", "finished_at"} | {
+    name for name, (_, kind) in _COLUMNS.items() if kind == "number"
+}
+_PER_TIMESTEP = re.compile(r"(train|val)_loss_t\[\s*(\d{1,6})\s*\]")
+_SPEC_KINDS = {"int": "integer", "float": "number", "str": "text"}
+
+
+def _param_kinds() -> dict[str, str]:
+    from dataclasses import fields
+
+    from models.spec import PARAM_NAMES, TrainSpec
+
+    types = {f.name: str(f.type) for f in fields(TrainSpec)}
+    return {name: _SPEC_KINDS[types[name]] for name in PARAM_NAMES}
+
+
+PARAM_KINDS = _param_kinds()
+
+
+@dataclass(frozen=True)
+class Field:
+    """A field a run can be filtered, sorted or grouped by."""
+
+    name: str  # canonical: "lr", "tag.team", "val_loss_t[3]"
+    kind: str  # number, integer, text or time
+    source: str  # column, param, tag or loss
+    key: str | int | None = None  # the param name, tag key or timestep
+    split: str | None = None
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("number", "integer")
+
+
+def field_names_help() -> str:
+    return (
+        f"{', '.join(_COLUMNS)}, the hyperparameters ({', '.join(PARAM_KINDS)}), "
+        "tag.KEY, train_loss_t[T], val_loss_t[T]"
+    )
+
+
+def lookup_field(name: str) -> Field | None:
+    """The field named `name`, or None. Hyperparameters win over the run's columns."""
+    if name in PARAM_KINDS:
+        if name in ("task", "model"):  # kept on runs itself: no lookup needed
+            return Field(name, "text", "column")
+        return Field(name, PARAM_KINDS[name], "param", name)
+    if name in _COLUMNS:
+        return Field(name, _COLUMNS[name][1], "column")
+    if name.startswith("tag."):
+        key = name[4:]
+        if len(key) >= 2 and key[0] == key[-1] and key[0] in "'\"":
+            key = _unquote(key)
+        return Field(f"tag.{key}", "text", "tag", key) if key else None
+    matched = _PER_TIMESTEP.fullmatch(name)
+    if matched and int(matched.group(2)) >= 1:
+        step = int(matched.group(2))
+        return Field(f"{matched.group(1)}_loss_t[{step}]", "number", "loss", step, matched.group(1))
+    return None
+
+
+# --- SQL for one field ---------------------------------------------------------------------
+
+
+def _lookup(field: Field) -> list[ColumnElement]:
+    """Where a param, tag or per-timestep value of the current run lives: one index probe each
+    ((run_id, name), (run_id, key), and the losses' unique key for the last epoch's L_t)."""
+    if field.source == "param":
+        return [RunParam.run_id == Run.run_id, RunParam.name == field.key]
+    if field.source == "tag":
+        return [RunTag.run_id == Run.run_id, RunTag.key == field.key]
+    return [
+        Loss.run_id == Run.run_id,
+        Loss.attempt == Run.attempt,
+        Loss.epoch == Run.epochs_done,
+        Loss.split == field.split,
+        Loss.timestep == field.key,
+    ]
+
+
+def _target(field: Field):  # noqa: ANN202 - the column a condition compares
+    if field.source == "column":
+        return _COLUMNS[field.name][0]
+    if field.source == "param":
+        return RunParam.num_value if field.numeric else RunParam.text_value
+    return RunTag.value if field.source == "tag" else Loss.value
+
+
+def value_of(field: Field) -> ColumnElement:
+    """The field's value for the current row of runs, for SELECT, ORDER BY and GROUP BY."""
+    if field.source == "column":
+        return _target(field)
+    return select(_target(field)).where(*_lookup(field)).scalar_subquery()
+
+
+def _condition(field: Field, build: Callable[[Any], ColumnElement]) -> tuple[ColumnElement, bool]:
+    """The SQL condition and whether it can be NULL (only a nullable column's can)."""
+    if field.source == "column":
+        return build(_target(field)), field.name in _NULLABLE
+    # EXISTS, correlated to the run: never NULL, and planners turn it into a semi-join.
+    return exists(select(1).where(*_lookup(field), build(_target(field)))), False
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+    |(?P<number>[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|(?i:infinity|inf))
+        (?![A-Za-z0-9_.]))
+    |(?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+    |(?P<op><=|>=|!=|<>|==|=|<|>)
+    |(?P<punct>[(),])
+    |(?P<field>tag\.(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.\-]+)
+        |[A-Za-z_][A-Za-z0-9_]*(?:\[[^\]\s]*\])?)
+    """,
+    re.VERBOSE,
+)
+_KEYWORDS = {"and", "or", "not", "in"}
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # number, string, op, punct, field, keyword, end
+    text: str
+    position: int  # 1-based column in the user's text
+
+
+def _unquote(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text[1:-1], flags=re.DOTALL)
+
+
+def _shown(text: str) -> str:
+    """A token as the error shows it: one line, at most 30 characters."""
+    shown = repr(text[:30] + ("..." if len(text) > 30 else ""))
+    return shown
+
+
+def tokenize(text: str, option: str) -> list[Token]:
+    if len(text) > MAX_LENGTH:
+        raise InputError(
+            f"{option}: the expression is {len(text)} characters; the limit is {MAX_LENGTH}"
+        )
+    if "\x00" in text:  # PostgreSQL refuses NUL even in a bound string: stop it here
+        raise InputError(f"{option}: NUL character at position {text.index(chr(0)) + 1}")
+    tokens: list[Token] = []
+    position = 0
+    while position < len(text):
+        matched = _TOKEN.match(text, position)
+        if matched is None:
+            if text[position] in "'\"":
+                raise InputError(f"{option}: unterminated string at position {position + 1}")
+            raise InputError(
+                f"{option}: unexpected {_shown(text[position])} at position {position + 1}"
+            )
+        kind = matched.lastgroup or ""
+        value = matched.group()
+        if kind == "field" and value.lower() in _KEYWORDS:
+            kind, value = "keyword", value.lower()
+        if kind != "space":
+            tokens.append(Token(kind, value, position + 1))
+        position = matched.end()
+    tokens.append(Token("end", "", len(text) + 1))
+    return tokens
+
+
+# --- the parser ----------------------------------------------------------------------------
+
+_OPS: dict[str, Callable[[Any, Any], ColumnElement]] = {
+    "=": lambda a, b: a == b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<>": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+class _Parser:
+    def __init__(self, text: str, option: str) -> None:
+        self.option = option
+        self.tokens = tokenize(text, option)
+        self.index = 0
+        self.depth = 0
+
+    @property
+    def token(self) -> Token:
+        return self.tokens[self.index]
+
+    def fail(self, what: str, token: Token | None = None) -> InputError:
+        token = token or self.token
+        found = "end of expression" if token.kind == "end" else _shown(token.text)
+        return InputError(f"{self.option}: {what}{found} at position {token.position}")
+
+    def take(self) -> Token:
+        token = self.token
+        self.index += 1
+        return token
+
+    def accept(self, kind: str, text: str | None = None) -> Token | None:
+        if self.token.kind == kind and (text is None or self.token.text == text):
+            return self.take()
+        return None
+
+    def expect(self, kind: str, text: str, what: str) -> Token:
+        token = self.accept(kind, text)
+        if token is None:
+            raise self.fail(f"expected {what}, got ")
+        return token
+
+    def field(self) -> Field:
+        token = self.token
+        if token.kind != "field":
+            raise self.fail("expected a field, got ")
+        found = lookup_field(token.text)
+        if found is None:
+            raise InputError(
+                f"{self.option}: unknown field {_shown(token.text)} at position "
+                f"{token.position} (fields: {field_names_help()})"
+            )
+        self.take()
+        return found
+
+    # expr := term ("or" term)*  -- each level returns (condition, may be NULL)
+    def expr(self) -> tuple[ColumnElement, bool]:
+        parts = [self.term()]
+        while self.accept("keyword", "or"):
+            parts.append(self.term())
+        if len(parts) == 1:
+            return parts[0]
+        return or_(*(p for p, _ in parts)), any(n for _, n in parts)
+
+    def term(self) -> tuple[ColumnElement, bool]:
+        parts = [self.factor()]
+        while self.accept("keyword", "and"):
+            parts.append(self.factor())
+        if len(parts) == 1:
+            return parts[0]
+        return and_(*(p for p, _ in parts)), any(n for _, n in parts)
+
+    def factor(self) -> tuple[ColumnElement, bool]:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(f"nested deeper than {MAX_DEPTH} levels: ")
+        try:
+            if self.accept("keyword", "not"):
+                inner, nullable = self.factor()
+                # SQL's NULL would make `not` drop runs without the value; coalesce keeps
+                # `not X` the complement of X.
+                return not_(func.coalesce(inner, false()) if nullable else inner), False
+            if self.accept("punct", "("):
+                inner = self.expr()
+                self.expect("punct", ")", "')'")
+                return inner
+            return self.comparison()
+        finally:
+            self.depth -= 1
+
+    def comparison(self) -> tuple[ColumnElement, bool]:
+        field = self.field()
+        negated = self.accept("keyword", "not") is not None
+        if negated or self.token.kind == "keyword" and self.token.text == "in":
+            self.expect("keyword", "in", "'in'")
+            self.expect("punct", "(", "'('")
+            values = [self.literal(field)]
+            while self.accept("punct", ","):
+                if len(values) >= MAX_IN_VALUES:
+                    raise self.fail(f"more than {MAX_IN_VALUES} values in a list: ")
+                values.append(self.literal(field))
+            self.expect("punct", ")", "',' or ')'")
+            condition, nullable = _condition(field, lambda column: column.in_(values))
+            if negated:
+                return not_(func.coalesce(condition, false()) if nullable else condition), False
+            return condition, nullable
+        op = self.accept("op")
+        if op is None:
+            raise self.fail("expected a comparison (= != < <= > >= in), got ")
+        value = self.literal(field)
+        return _condition(field, lambda column: _OPS[op.text](column, value))
+
+    def literal(self, field: Field) -> Any:
+        token = self.token
+        if token.kind == "number":
+            number = float(token.text)
+            if field.numeric:
+                self.take()
+                if field.kind == "integer" and math.isfinite(number) and number.is_integer():
+                    return int(number)
+                return number
+            if field.source == "tag":  # tags are text: compare the number as written
+                self.take()
+                return token.text
+            raise self.fail(f"{field.name} takes a quoted string, got ")
+        if token.kind == "string":
+            text = _unquote(token.text)
+            if field.kind == "text":
+                self.take()
+                return text
+            if field.kind == "time":
+                self.take()
+                return _as_time(text, self.option, field.name, token)
+            raise self.fail(f"{field.name} takes a number, got ")
+        raise self.fail("expected a number or a quoted string, got ")
+
+
+def _as_time(text: str, option: str, name: str, token: Token) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(
+            f"{option}: {name} takes an ISO 8601 time, got {_shown(text)} at position "
+            f"{token.position}"
+        ) from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def parse_where(text: str, option: str = "--where") -> ColumnElement:
+    """The SQL condition of a --where expression; InputError with the position on bad input."""
+    parser = _Parser(text, option)
+    if parser.token.kind == "end":
+        raise parser.fail("empty expression: ")
+    condition, _ = parser.expr()
+    if parser.token.kind != "end":
+        raise parser.fail("unexpected ")
+    return condition
+
+
+def parse_field(text: str, option: str) -> Field:
+    parser = _Parser(text.strip(), option)
+    found = parser.field()
+    if parser.token.kind != "end":
+        raise parser.fail("unexpected ")
+    return found
+
+
+def parse_sort(text: str, option: str = "--sort") -> tuple[Field, bool]:
+    """FIELD[:asc|desc] → the field and whether it sorts descending (ascending unless asked)."""
+    name, sep, direction = text.rpartition(":")
+    if not sep or direction.strip().lower() not in ("asc", "desc"):
+        name, direction = text, "asc"
+    return parse_field(name, option), direction.strip().lower() == "desc"
+
+
+def parse_fields(text: str, option: str) -> list[Field]:
+    """A comma-separated list of fields (--group-by)."""
+    names = [name for name in text.split(",")]
+    if not text.strip() or any(not name.strip() for name in names):
+        raise InputError(f"{option}: give one or more comma-separated fields; got {text!r}")
+    found = [parse_field(name, option) for name in names]
+    if len({f.name for f in found}) != len(found):
+        raise InputError(f"{option}: a field is named twice in {text!r}")
+    return found
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """What `runs list`, `runs summary` and `export` narrow runs by: the shortcut options and
+    a --where expression, all of them at once."""
+
+    experiment: str | None = None
+    task: str | None = None
+    model: str | None = None
+    status: str | None = None
+    where: str | None = None
+
+    def conditions(self) -> list[ColumnElement]:
+        found = [
+            column == wanted
+            for column, wanted in (
+                (Experiment.name, self.experiment),
+                (Run.task, self.task),
+                (Run.model, self.model),
+                (Run.status, self.status),
+            )
+            if wanted is not None
+        ]
+        if self.where is not None:
+            found.append(parse_where(self.where))
+        return found
+
+
+def nullable(field: Field) -> bool:
+    """Whether some runs may lack a value for `field` (sorting puts those last)."""
+    return field.source != "column" or field.name in _NULLABLE

@@ -1,0 +1,92 @@
+"""The fault suite's fleet: real `expq worker` processes on real Redis and PostgreSQL, with
+short leases, so that every recovery path runs in seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from support import poll, queue_runs, run_row
+
+# A short fleet: a lost attempt is recovered within LEASE + REAP seconds.
+FAULT_ENV = {
+    "EXPQ_HEARTBEAT_SECONDS": "0.5",
+    "EXPQ_LEASE_SECONDS": "3",
+    "EXPQ_REAP_SECONDS": "0.5",
+}
+# About 20 ms an epoch on one CPU core; T = 1, so an epoch writes 2 x (1 + 1) loss rows.
+QUICK = {"task": "sentiment", "model": "rnn", "samples": 200, "hidden": 16}
+
+
+@dataclass
+class Fleet:
+    database_url: str
+    broker_url: str
+    env: dict[str, str]
+    start_worker: Callable[..., subprocess.Popen]
+    engine: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        from service.db import get_engine
+
+        self.engine = get_engine(self.database_url)
+
+    def worker(self, concurrency: int = 1, **env: str) -> subprocess.Popen:
+        """A worker at INFO, so that tests can wait for what it logs."""
+        return self.start_worker({**self.env, **env}, concurrency, loglevel="INFO")
+
+    def submit(self, *specs: dict, **new: Any) -> list[int]:
+        return queue_runs(self.database_url, self.broker_url, *specs, **new)
+
+    def run(self, run_id: int):  # noqa: ANN201
+        return run_row(self.engine, run_id)
+
+    def wait_status(self, run_id: int, *statuses: str, timeout: float = 60) -> Any:
+        return poll(
+            lambda: (run := self.run(run_id)).status in statuses and run,
+            timeout,
+            f"run {run_id} to be {' or '.join(statuses)}",
+        )
+
+    def wait_attempt(self, run_id: int, attempt: int) -> Any:
+        """Until the run has been claimed `attempt` times, whatever it does next."""
+        return poll(
+            lambda: (run := self.run(run_id)).attempt >= attempt and run,
+            60,
+            f"run {run_id} to be claimed {attempt} times",
+        )
+
+    def wait_training(self, run_id: int, epochs: int = 1, attempt: int = 1) -> Any:
+        """Until attempt `attempt` of the run has recorded `epochs` epochs."""
+        return poll(
+            lambda: (
+                (run := self.run(run_id)).status == "running"
+                and run.attempt == attempt
+                and run.epochs_done >= epochs
+                and run
+            ),
+            60,
+            f"run {run_id} attempt {attempt} to train {epochs} epochs",
+        )
+
+
+def training_pid(run) -> int:  # noqa: ANN001 - a runs row
+    """The pool process that holds a run: its lease owner is host:pid:message."""
+    return int(run.lease_owner.rsplit(":", 2)[1])
+
+
+def worker_holding(run, workers: list[subprocess.Popen]) -> subprocess.Popen:  # noqa: ANN001
+    group = os.getpgid(training_pid(run))
+    return next(worker for worker in workers if worker.pid == group)
+
+
+def freeze(worker: subprocess.Popen) -> None:
+    os.killpg(worker.pid, signal.SIGSTOP)
+
+
+def thaw(worker: subprocess.Popen) -> None:
+    os.killpg(worker.pid, signal.SIGCONT)

@@ -1,0 +1,108 @@
+"""Processes that die or freeze mid-run: the run is recovered from its lease, trains to the
+end exactly once more, and the lost attempt's writes stay invisible."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from faults.fleet import FAULT_ENV, QUICK, freeze, thaw, training_pid, worker_holding
+from support import assert_settled, log_has, loss_rows, poll
+
+pytestmark = pytest.mark.integration
+
+LEASE = float(FAULT_ENV["EXPQ_LEASE_SECONDS"])
+REAP = float(FAULT_ENV["EXPQ_REAP_SECONDS"])
+HEARTBEAT = float(FAULT_ENV["EXPQ_HEARTBEAT_SECONDS"])
+SLACK = 3.0  # a claim, a message hop and a loaded CI machine
+LONG = {**QUICK, "epochs": 40}  # ~1-2 s: long enough to be caught mid-run
+
+
+def _since(moment: float, run) -> float:  # noqa: ANN001 - a runs row
+    return run.started_at.timestamp() - moment
+
+
+def test_a_killed_training_process_is_claimed_again_at_once(fleet) -> None:  # noqa: ANN001
+    worker = fleet.worker()
+    (run_id,) = fleet.submit(LONG)
+    run = fleet.wait_training(run_id, epochs=2)
+    killed = time.time()
+    os.kill(training_pid(run), signal.SIGKILL)
+
+    again = fleet.wait_attempt(run_id, 2)
+    # The worker saw its pool process die and released the lease: no lease wait.
+    assert _since(killed, again) < LEASE, _since(killed, again)
+    done = fleet.wait_status(run_id, "succeeded")
+    assert done.attempt == 2 and done.error is None
+    assert_settled(fleet.engine, [run_id])
+    assert {row[0] for row in loss_rows(fleet.engine, run_id)} == {1, 2}  # attempt 1 kept, unseen
+    assert log_has(worker.log_path, "the training process died: signal 9 (SIGKILL)")
+    assert worker.poll() is None
+
+
+def test_a_killed_worker_is_recovered_by_another_within_the_lease(fleet) -> None:  # noqa: ANN001
+    workers = [fleet.worker(), fleet.worker()]
+    (run_id,) = fleet.submit(LONG)
+    run = fleet.wait_training(run_id, epochs=2)
+    holder = worker_holding(run, workers)
+    killed = time.time()
+    os.killpg(holder.pid, signal.SIGKILL)
+    holder.wait(10)
+
+    again = fleet.wait_attempt(run_id, 2)
+    assert _since(killed, again) < LEASE + REAP + SLACK, _since(killed, again)
+    done = fleet.wait_status(run_id, "succeeded")
+    assert done.attempt == 2
+    assert_settled(fleet.engine, [run_id])
+
+
+def test_a_frozen_worker_resumes_to_find_its_writes_refused(fleet) -> None:  # noqa: ANN001
+    workers = [fleet.worker(), fleet.worker()]
+    (run_id,) = fleet.submit({**QUICK, "epochs": 60})
+    run = fleet.wait_training(run_id, epochs=2)
+    holder = worker_holding(run, workers)
+    freeze(holder)
+    frozen = time.time()
+
+    fleet.wait_attempt(run_id, 2)
+    # Reclaimed only once the lease ran out (renewed at most one heartbeat before the freeze).
+    assert time.time() - frozen > LEASE - HEARTBEAT
+    # From here on no write of attempt 1 can commit: the reap changed the row it is fenced on.
+    first_attempt = loss_rows(fleet.engine, run_id, attempt=1)
+    thaw(holder)
+    poll(
+        lambda: log_has(holder.log_path, f"run {run_id} attempt 1: lease lost"),
+        30,
+        "the thawed worker to notice it lost the run",
+    )
+    done = fleet.wait_status(run_id, "succeeded")
+    assert done.attempt == 2
+    assert loss_rows(fleet.engine, run_id, attempt=1) == first_attempt
+    assert_settled(fleet.engine, [run_id])
+    assert holder.poll() is None  # it lives on and takes the next run
+    (next_id,) = fleet.submit({**QUICK, "epochs": 2})
+    fleet.wait_status(next_id, "succeeded")
+
+
+def test_a_run_that_crashes_every_attempt_fails_after_max_attempts(fleet) -> None:  # noqa: ANN001
+    """The OOM killer every time: the run gives up after 3 claims, with the reason, while the
+    runs queued behind it train meanwhile."""
+    fleet.worker()
+    poison, *others = fleet.submit(
+        {**QUICK, "epochs": 10_000}, {**QUICK, "epochs": 3}, {**QUICK, "epochs": 3, "seed": 1}
+    )
+    for attempt in (1, 2, 3):
+        run = fleet.wait_training(poison, epochs=1, attempt=attempt)
+        os.kill(training_pid(run), signal.SIGKILL)
+    failed = fleet.wait_status(poison, "failed")
+    assert failed.attempt == failed.max_attempts == 3
+    assert failed.error == (
+        "gave up after 3 attempts; the last: the training process died: signal 9 (SIGKILL)"
+        " (killed: out of memory?)"
+    )
+    for run_id in others:
+        done = fleet.wait_status(run_id, "succeeded")
+        assert done.finished_at < failed.started_at  # trained between the poison's attempts
+    assert_settled(fleet.engine, [poison, *others])

@@ -1,0 +1,75 @@
+"""What `expq workers` asks each live worker over Celery's remote control: `expq_info`.
+
+The answer comes from the worker's main process, which never imports torch: the device is
+probed once in a child process when the worker is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from celery.signals import worker_ready
+from celery.worker import state as worker_state
+from celery.worker.control import inspect_command
+
+from workers.app import TRAIN_TASK
+
+INFO_COMMAND = "expq_info"
+
+_device: dict[str, str] = {}  # "device": "cuda" | "cpu", once probed
+_started = time.time()
+
+
+def set_device(has_cuda: bool) -> None:
+    _device["device"] = "cuda" if has_cuda else "cpu"
+
+
+def _probe_device() -> None:
+    from workers.command import cuda_available
+
+    set_device(cuda_available())
+
+
+@worker_ready.connect
+def _on_ready(**_kwargs) -> None:  # noqa: ANN003 - Celery's signal signature
+    global _started
+    _started = time.time()
+    if "device" not in _device:
+        threading.Thread(target=_probe_device, name="expq-device-probe", daemon=True).start()
+
+
+def active_runs() -> list[dict]:
+    """The runs this worker's pool is training: id, pool pid, seconds since it started."""
+    runs = []
+    for request in list(worker_state.active_requests):
+        if request.name != TRAIN_TASK or not request.args:
+            continue
+        started = request.time_start
+        runs.append(
+            {
+                "run_id": request.args[0],
+                "pid": request.worker_pid,
+                "seconds": round(time.time() - started, 1) if started else None,
+            }
+        )
+    return sorted(runs, key=lambda run: str(run["run_id"]))
+
+
+@inspect_command(name=INFO_COMMAND)
+def expq_info(state) -> dict:  # noqa: ANN001 - Celery's control state
+    """expq's view of this worker: queues, concurrency, device and the runs it trains."""
+    consumer = state.consumer
+    queues = (
+        [queue.name for queue in consumer.task_consumer.queues] if consumer.task_consumer else []
+    )
+    return {
+        "hostname": consumer.hostname,
+        "pid": os.getpid(),
+        "queues": sorted(queues),
+        "concurrency": consumer.pool.num_processes if consumer.pool else None,
+        "device": _device.get("device", "unknown"),
+        "active_runs": active_runs(),
+        "uptime_seconds": round(time.time() - _started, 1),
+    }
