@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
+from models.checkpoint import TrainingState, capture, restore
 from models.data import Split, TaskData, build_data
 from models.losses import timestep_losses, timestep_mask, total_loss
 from models.networks import build_model
@@ -37,6 +38,7 @@ class EpochReport:
     train: SplitReport  # accumulated over the epoch's batches (dropout on, teacher-forced)
     val: SplitReport  # an evaluation pass: dropout off, greedy decoding for the metric
     seconds: float
+    checkpoint: TrainingState | None = None  # the state after this epoch, when asked for
 
 
 @dataclass(frozen=True)
@@ -176,13 +178,21 @@ def fit_model(
     spec: TrainSpec, data: TaskData, model: nn.Module, optimizer: torch.optim.Optimizer,
     device: str, on_epoch: Callable[[EpochReport], None] | None = None,
     stop: threading.Event | None = None, max_steps: int | None = None,
+    resume: TrainingState | None = None, checkpoints: bool = False,
 ) -> FitResult:
-    """Train an already built model (on `device`) for the spec's epochs."""
+    """Train an already built model (on `device`) for the spec's epochs.
+
+    With `resume`, training goes on after the checkpoint's epoch exactly as if it had never
+    stopped; with `checkpoints`, every EpochReport carries the state after its epoch.
+    """
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1; got {max_steps}")
     train, val = _on(data.train, device), _on(data.val, device)
-    best, stale, steps = math.inf, 0, 0
-    for epoch in range(1, spec.epochs + 1):
+    best, stale, steps, first = math.inf, 0, 0, 1
+    if resume is not None:
+        restore(resume, model, optimizer)
+        best, stale, first = resume.best, resume.stale, resume.epoch + 1
+    for epoch in range(first, spec.epochs + 1):
         started = time.perf_counter()
         left = None if max_steps is None else max_steps - steps
         train_tally, taken, stopped = _train_epoch(model, optimizer, spec, train, stop, left)
@@ -194,11 +204,14 @@ def fit_model(
         train_values = train_tally.flat()
         values = torch.cat([train_values, val_tally.flat()]).tolist()
         cut = train_values.shape[0]
+        train_report, val_report = train_tally.report(values[:cut]), val_tally.report(values[cut:])
+        if val_report.total < best:
+            best, stale = val_report.total, 0
+        else:
+            stale += 1
+        state = capture(epoch, model, optimizer, best, stale) if checkpoints else None
         report = EpochReport(
-            epoch,
-            train_tally.report(values[:cut]),
-            val_tally.report(values[cut:]),
-            time.perf_counter() - started,
+            epoch, train_report, val_report, time.perf_counter() - started, state
         )
         if on_epoch is not None:
             on_epoch(report)
@@ -208,10 +221,6 @@ def fit_model(
                 return FitResult("diverged", epoch, device, reason)
         if max_steps is not None and steps >= max_steps:
             return FitResult("completed", epoch, device, f"max_steps={max_steps} reached")
-        if report.val.total < best:
-            best, stale = report.val.total, 0
-        else:
-            stale += 1
         if spec.patience is not None and stale >= spec.patience:
             reason = f"val loss did not improve for {spec.patience} epochs"
             return FitResult("early_stopped", epoch, device, reason)
@@ -221,13 +230,16 @@ def fit_model(
 def fit(
     spec: TrainSpec, data: TaskData | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None, stop: threading.Event | None = None,
-    max_steps: int | None = None,
+    max_steps: int | None = None, resume: TrainingState | None = None, checkpoints: bool = False,
 ) -> FitResult:
-    """Train the spec's network on its data (built from the spec when not given)."""
+    """Train the spec's network on its data (built from the spec when not given); see fit_model
+    for `resume` and `checkpoints`."""
     device = resolve_device(spec.device)
     if data is None:
         data = build_data(spec)
     torch.manual_seed(spec.seed)  # initialisation, dropout masks and shuffling all follow it
     model = build_model(spec, data.dims).to(device)
     optimizer = build_optimizer(spec, model)
-    return fit_model(spec, data, model, optimizer, device, on_epoch, stop, max_steps)
+    return fit_model(
+        spec, data, model, optimizer, device, on_epoch, stop, max_steps, resume, checkpoints
+    )

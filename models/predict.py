@@ -1,0 +1,60 @@
+"""Running a trained network on one input typed by a user: encode, decode greedily, spell out."""
+
+from __future__ import annotations
+
+import torch
+
+from models.checkpoint import TrainingState
+from models.data import EOS, PAD, UNK, TaskData
+from models.jsonl import DataError
+from models.networks import build_model
+from models.spec import TrainSpec
+
+
+def parse_input(text: str, input_kind: str) -> list[float] | list[str]:
+    """A vector as numbers separated by commas or spaces (JSON brackets allowed), or a
+    sentence as whitespace-separated tokens."""
+    if input_kind == "tokens":
+        tokens = text.split()
+        if not tokens:
+            raise DataError("the input sentence is empty")
+        return tokens
+    parts = text.strip().strip("[]").replace(",", " ").split()
+    try:
+        return [float(part) for part in parts]
+    except ValueError:
+        raise DataError(f"the input must be numbers separated by commas; got {text!r}") from None
+
+
+def _encode(data: TaskData, raw: list[float] | list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    dims = data.dims
+    if dims.input_kind == "vector":
+        if len(raw) != dims.input_size:
+            raise DataError(f"the input must have {dims.input_size} numbers; got {len(raw)}")
+        x = (torch.tensor([raw], dtype=torch.float32) - data.mean) / data.std  # (1, features)
+        return x, torch.ones(1, dtype=torch.long)
+    index = {token: i for i, token in enumerate(data.input_vocab)}
+    ids = [index.get(token, UNK) for token in raw][: dims.input_len]  # the MLP's fixed width
+    x = torch.full((1, dims.input_len), PAD, dtype=torch.long)
+    x[0, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return x, torch.tensor([len(ids)], dtype=torch.long)
+
+
+@torch.no_grad()
+def predict(
+    spec: TrainSpec, data: TaskData, state: TrainingState, raw: list[float] | list[str]
+) -> str | list[str]:
+    """The label, or the token sequence up to <eos>, that the trained network outputs."""
+    model = build_model(spec, data.dims)
+    model.load_state_dict(state.model)
+    model.eval()
+    x, lengths = _encode(data, raw)
+    predicted = model.decode(x, lengths)[0].tolist()  # sync: one input, read back once
+    if data.dims.output_kind == "label":
+        return data.output_vocab[predicted[0]]
+    tokens = []
+    for token in predicted:
+        if token == EOS:
+            break
+        tokens.append(data.output_vocab[token])
+    return tokens
