@@ -158,6 +158,13 @@ def main() -> None:
                 log = folder / f"worker-{queue}.log"
                 workers = [start_worker(env, queue, log)]
                 samples, epochs = budget[device]
+                # Unmeasured: the pool process's CUDA context, cuDNN plans, allocator pools.
+                warm = []
+                for task in TASKS:
+                    raw = {**SIZE, "task": task, "device": device, "samples": 2048, "epochs": 1}
+                    spec, files = prepare_spec(raw, None, None)
+                    warm.append(submit_spec(engine, app, spec, files, NewRun("warm-up", queue)).id)
+                wait_for(engine, warm, workers, 300)
                 ids = []
                 for task in TASKS:
                     raw = {**SIZE, "task": task, "device": device, "samples": samples,

@@ -231,30 +231,27 @@ def matches(url: str, where: str) -> int:
 
 def queries(url: str, runs: int) -> list[tuple[str, float, int | str]]:
     show_id = runs // 2 + 3  # a translation run: 180 loss rows
-    cases = [
-        (
-            ["runs", "list", "--where", LIST_WHERE, "--sort", "final_val_loss", "--limit", "20"],
-            LIST_WHERE,
-        ),
-        (["runs", "show", str(show_id)], None),
-        (["runs", "show", str(show_id), "--format", "json"], None),
-        (["runs", "list", "--where", STEP_WHERE, "--limit", "20"], STEP_WHERE),
-        (
-            ["runs", "list", "--where", STEP_WHERE, "--sort", "final_val_loss", "--limit", "20"],
-            STEP_WHERE,
-        ),
-        (
-            ["runs", "list", "--where", BOTH_WHERE, "--sort", "final_val_loss", "--limit", "20"],
-            BOTH_WHERE,
-        ),
-        (["runs", "list", "--where", RARE_WHERE, "--limit", "20"], RARE_WHERE),
-        (["runs", "list", "--sort", "val_loss_t[3]", "--limit", "20"], None),
-        (["runs", "summary", "--group-by", "model,hidden"], None),
+    targeted = [  # the issue's three: a filtered sorted list, show, a per-timestep filter
+        ["runs", "list", "--where", LIST_WHERE, "--sort", "final_val_loss", "--limit", "20"],
+        ["runs", "show", str(show_id)],
+        ["runs", "list", "--where", STEP_WHERE, "--limit", "20"],
+        ["runs", "show", str(show_id), "--format", "json"],
+        ["runs", "list", "--where", STEP_WHERE, "--sort", "final_val_loss", "--limit", "20"],
+        ["runs", "list", "--where", BOTH_WHERE, "--sort", "final_val_loss", "--limit", "20"],
+    ]
+    beyond = [  # no target: what reads every run, shown so the limits are known
+        ["runs", "list", "--where", RARE_WHERE, "--limit", "20"],
+        ["runs", "list", "--sort", "val_loss_t[3]", "--limit", "20"],
+        ["runs", "summary", "--group-by", "model,hidden"],
+        ["runs", "summary", "--group-by", "task", "--metric", "val_loss_t[1]"],
     ]
     found = []
-    for args, where in cases:
+    for args in targeted + beyond:
+        where = args[args.index("--where") + 1] if "--where" in args else None
         shown = " ".join(f'"{a}"' if " " in a or "[" in a else a for a in args)
-        found.append((shown, cli_ms(url, args), matches(url, where) if where else "-"))
+        ms = cli_ms(url, args)
+        verdict = ("yes" if ms < 200 else "**no**") if args in targeted else "(no target)"
+        found.append((shown, ms, matches(url, where) if where else "-", verdict))
     return found
 
 
@@ -369,10 +366,7 @@ def main() -> None:
                 "",
                 *table(
                     ["command", "median ms", "runs matching the filter", "< 200 ms"],
-                    [
-                        [f"`expq {c}`", f"{ms:.1f}", n, "yes" if ms < 200 else "**no**"]
-                        for c, ms, n in results
-                    ],
+                    [[f"`expq {c}`", f"{ms:.1f}", n, v] for c, ms, n, v in results],
                 ),
                 "",
             ]
@@ -415,6 +409,32 @@ def main() -> None:
                 ),
                 "",
             ]
+    lines += [
+        "## Notes",
+        "",
+        "- The data: 20 experiments, four tasks (binary and sentiment with T = 1, captioning "
+        "and translation with T = 8), 10 epochs a trained run, 1 % of runs still queued; "
+        "hyperparameters drawn at random (lr log-uniform in [0.001, 1]), tags team and sweep. "
+        "`val_loss_t[3]` exists only for the runs with T = 8, half of them.",
+        "- How the filters run: `--where` compiles to EXISTS probes correlated to each run (params "
+        "by (run_id, name), tags by (run_id, key), per-timestep losses by the losses' unique key "
+        "with epoch = epochs_done and the run's winning attempt). With `--sort final_val_loss "
+        "--limit 20` both databases walk the final_val_loss index and stop after 20 matches; "
+        "runs without the sort value come after, from a second statement, so the index stays "
+        "usable.",
+        "- Where the time goes when a filter matches nothing or a sort reads every run (the rows "
+        "marked no target): every run is probed once, about 2-3 µs a probe on SQLite, or "
+        "PostgreSQL scans the 10.9M loss rows in parallel. Indexing loss values (split, "
+        "timestep, value) would make these fast but add a fourth index to the largest table, "
+        "which every epoch write pays for; not done.",
+        "- `--where 'val_loss_t[3] < 0.2' --sort final_val_loss` is slower than the other "
+        "targeted rows because the lowest final val losses belong to T = 1 runs, which have no "
+        "t = 3: the index walk passes ~18,000 of them before the 20th match.",
+        "- PostgreSQL sessions run with `jit = off`: its JIT spent 200 ms compiling plans for "
+        "queries that then ran in tens of milliseconds.",
+        "- The machine is shared with other work, so figures move by tens of percent between runs.",
+        "",
+    ]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "store_query.md").write_text("\n".join(lines))
     print("\n".join(lines))

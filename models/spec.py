@@ -19,6 +19,7 @@ CELLS = ("rnn", "lstm", "gru")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 LOSSES = ("mse", "cross_entropy")
 DEVICES = ("auto", "cpu", "cuda")
+PRUNERS = ("median",)
 
 # The hyperparameters every run records, keyed by the submit option names.
 PARAM_NAMES = (
@@ -54,6 +55,8 @@ class TrainSpec:
     grad_clip: float = 1.0  # max gradient L2 norm; 0 disables clipping
     patience: int | None = None  # early stopping on val loss, in epochs
     time_limit: float | None = None  # seconds of training before the run fails
+    prune: str | None = None  # "median": stop a run worse than its experiment's median
+    prune_warmup: int = 1  # epochs before pruning may stop a run
     data: str | None = None  # sha256 of the user's training JSONL
     val_data: str | None = None  # sha256 of the user's validation JSONL
 
@@ -147,6 +150,8 @@ def spec_from_dict(raw: dict[str, Any]) -> TrainSpec:
         time_limit=optional(
             "time_limit", lambda v: _ranged("time_limit", v, float, 0, 30 * 86_400, low_open=True)
         ),
+        prune=optional("prune", lambda v: _choice("prune", v, PRUNERS)),
+        prune_warmup=_ranged("prune_warmup", merged.get("prune_warmup", 1), int, 0, 100_000),
         data=_sha256("data", merged.get("data")),
         val_data=_sha256("val_data", merged.get("val_data")),
     )

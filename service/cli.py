@@ -10,6 +10,7 @@ from sqlalchemy.exc import OperationalError
 from service import __version__
 from service.commands.admin import db, demo, worker, workers
 from service.commands.export import export
+from service.commands.model import export_model, predict
 from service.commands.runs import runs
 from service.commands.submit import submit
 from service.commands.sweep import sweep
@@ -48,8 +49,9 @@ def cli() -> None:
     """expq: train MLPs and RNNs on sequence tasks across a Celery worker fleet."""
 
 
-for command in (submit, sweep, watch, worker, workers, runs, db, demo, export):
+for command in (submit, sweep, watch, worker, workers, runs, db, demo, export, predict):
     cli.add_command(command)
+runs.add_command(export_model)
 
 
 def main() -> None:

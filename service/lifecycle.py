@@ -12,6 +12,7 @@ still agree on when a lease expires (SQLite is one machine: its clock is the pro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,7 +56,7 @@ class Dispatch:
 
 
 def _clock(session: Session, now: datetime | None = None) -> Any:
-    """ "Now" for lease arithmetic: the database's clock where there is one to share."""
+    """The time leases are reckoned by: the database's clock where there is one to share."""
     if now is not None:
         return now
     if session.get_bind().dialect.name == "postgresql":
@@ -111,6 +112,13 @@ def claim_run(
     return None if claimed is None else claimed.attempt
 
 
+@functools.cache
+def _device_choice(auto_device: str) -> Any:
+    """The device a claim records, as SQL over the stored spec (built once per process)."""
+    requested = Run.spec["device"].as_string()
+    return case((requested.in_(("cpu", "cuda")), requested), else_=literal(auto_device))
+
+
 def claim_for_training(
     engine: Engine, run_id: int, *, owner: str, worker: str, auto_device: str, lease_seconds: float
 ) -> Claim | None:
@@ -118,9 +126,7 @@ def claim_for_training(
     records the device, the spec's own cpu or cuda, or `auto_device` (this worker's choice for
     auto), and hands the spec back. None when the run is not queued (another worker holds it,
     it ended or was cancelled, or it does not exist)."""
-    requested = Run.spec["device"].as_string()
-    device = case((requested.in_(("cpu", "cuda")), requested), else_=literal(auto_device))
-    claimed = _claim(engine, run_id, owner, worker, device, lease_seconds)
+    claimed = _claim(engine, run_id, owner, worker, _device_choice(auto_device), lease_seconds)
     return None if claimed is None else Claim(claimed.attempt, claimed.spec)
 
 

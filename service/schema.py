@@ -42,10 +42,11 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"
     DIVERGED = "diverged"
     CANCELLED = "cancelled"
+    PRUNED = "pruned"
 
     @classmethod
     def terminal(cls) -> frozenset[RunStatus]:
-        return frozenset({cls.SUCCEEDED, cls.FAILED, cls.DIVERGED, cls.CANCELLED})
+        return frozenset({cls.SUCCEEDED, cls.FAILED, cls.DIVERGED, cls.CANCELLED, cls.PRUNED})
 
 
 class Base(DeclarativeBase):
@@ -102,6 +103,7 @@ class Run(Base):
     best_train_loss: Mapped[float | None] = mapped_column(Float)
     best_val_loss: Mapped[float | None] = mapped_column(Float)
     final_metric: Mapped[float | None] = mapped_column(Float)
+    resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)  # set by a checkpoint resume
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -170,3 +172,17 @@ class Loss(Base):
     timestep: Mapped[int | None] = mapped_column(Integer)
     value: Mapped[float | None] = mapped_column(Float)
     value_kind: Mapped[str] = mapped_column(String(8), server_default=text("'finite'"))
+
+
+class Checkpoint(Base):
+    """A run's latest training state (models.checkpoint.TrainingState as bytes)."""
+
+    __tablename__ = "checkpoints"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -76,7 +76,9 @@ def make_app(broker_url: str | None = None) -> Celery:
             "socket_timeout": 5,
         },
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
+        # Task events (for Flower) cost each run a few publishes on its way to the claim: off by
+        # default; `celery -A workers.app control enable_events` turns them on in a live fleet.
+        worker_send_task_events=False,
     )
     app.conf.include = ["workers.tasks", "workers.reaper", "workers.control"]
     return app

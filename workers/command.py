@@ -47,23 +47,31 @@ def resolve_queues(requested: str | None, has_cuda: bool) -> list[str]:
 def wait_for_database(
     url: str, say: Callable[[str], None], sleep: Callable[[float], None] = time.sleep
 ) -> None:
-    """Return once the database answers at the schema expq needs; until then, retry with a
-    backoff, saying why each time (the URL masked). The worker consumes nothing meanwhile, so
-    no message is taken that could not be claimed. A wrong schema raises DatabaseError."""
-    from service.db import get_engine
-    from service.errors import DatabaseError
+    """Return once the database answers; until then retry with a backoff, saying why each time
+    (the URL masked). The worker consumes nothing meanwhile, so no message is taken that could
+    not be claimed. Only reachability is checked here: the schema is checked (and an empty
+    database created) on first use, by whichever process comes first."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
 
+    from service.db import make_engine
+
+    engine = make_engine(url)
+    where = engine.url.render_as_string(hide_password=True)
     delay = 0.5
-    while True:
-        try:
-            get_engine(url)
-            return
-        except DatabaseError as exc:
-            if exc.__cause__ is None:
-                raise  # reachable, at another schema revision: waiting will not fix it
-            say(f"{exc}; retrying in {delay:g}s")
-        sleep(delay)
-        delay = min(delay * 2, DATABASE_RETRY_MAX_SECONDS)
+    try:
+        while True:
+            try:
+                with engine.connect() as connection:
+                    connection.execute(text("SELECT 1"))
+                return
+            except OperationalError as exc:
+                reason = (str(exc.orig or exc).strip().splitlines() or ["no answer"])[0]
+                say(f"database unreachable at {where}: {reason}; retrying in {delay:g}s")
+            sleep(delay)
+            delay = min(delay * 2, DATABASE_RETRY_MAX_SECONDS)
+    finally:
+        engine.dispose()
 
 
 def run_worker(

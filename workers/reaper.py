@@ -54,9 +54,10 @@ def reconcile_once(app: Celery, settings: Settings) -> list[Dispatch]:
     for queue, queued in queued_backlog(engine, older_than).items():
         try:
             waiting, in_flight = broker_backlog(app, queue)
-            held = waiting + count_queued(engine, in_flight)
-        except Exception:  # noqa: BLE001 - a broker that cannot tell: resend, duplicates are cheap
-            held = 0
+        except Exception as exc:  # noqa: BLE001 - down, or still loading its data: ask again
+            log.info("queue %s: the broker cannot count its messages (%s)", queue, exc)
+            continue
+        held = waiting + count_queued(engine, in_flight)
         if held >= queued:
             continue  # every queued run may still have its message: a backlog, not a loss
         resent = take_stale_runs(engine, queue, older_than)
@@ -81,7 +82,6 @@ class Reaper(threading.Thread):
         self.settings = settings
         self.stopped = threading.Event()
         self.woken = threading.Event()
-        self.woken.set()  # the first pass at once: a fleet restarting recovers without delay
 
     def wake(self) -> None:
         """Run a pass now (a pool process died holding a run)."""

@@ -40,7 +40,8 @@ def valid_run_id(args: object) -> int | None:
 
 
 def death_reason(exc: BaseException) -> str:
-    """ "Worker exited prematurely: signal 9 (SIGKILL) Job: 3." → a reason for the run."""
+    """A reason for the run, from billiard's "Worker exited prematurely: signal 9 (SIGKILL)
+    Job: 3." (SIGKILL is what the kernel's OOM killer sends)."""
     found = re.search(r"(signal \d+ \(\w+\)|exitcode \d+)", str(exc))
     how = found.group(1) if found else str(exc).strip() or type(exc).__name__
     hint = " (killed: out of memory?)" if "SIGKILL" in how else ""
@@ -55,6 +56,8 @@ def _release_dead_claim(run_id: int, owner: str, reason: str) -> None:
         if release_lease(get_engine(load_settings().database_url), run_id, owner, reason):
             log.warning("run %s: %s; lease released", run_id, reason)
             wake_reaper()
+        else:
+            log.info("run %s: %s; it held no lease (any more) as %s", run_id, reason, owner)
     except Exception:  # noqa: BLE001 - the lease still runs out by itself
         log.warning("run %s: could not release the lease of a dead process", run_id, exc_info=True)
 

@@ -31,9 +31,10 @@ def worker(queues: str | None, concurrency: int, loglevel: str) -> None:
         wait_for_database,
     )
 
-    has_cuda = cuda_available()
+    # Only the queues need the probe before start; otherwise it runs once the worker is up.
+    has_cuda = cuda_available() if not queues or "gpu" in queues else None
     try:
-        chosen = resolve_queues(queues, has_cuda)
+        chosen = resolve_queues(queues, bool(has_cuda))
     except WorkerConfigError as exc:
         raise InputError(str(exc)) from None
     wait_for_database(

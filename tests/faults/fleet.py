@@ -12,10 +12,11 @@ from typing import Any
 
 from support import poll, queue_runs, run_row
 
-# A short fleet: a lost attempt is recovered within LEASE + REAP seconds.
+# A short fleet: a lost attempt is recovered within LEASE + REAP seconds. Ten heartbeats a
+# lease: a loaded CI machine whose database stalls for a second must not lose live leases.
 FAULT_ENV = {
     "EXPQ_HEARTBEAT_SECONDS": "0.5",
-    "EXPQ_LEASE_SECONDS": "3",
+    "EXPQ_LEASE_SECONDS": "5",
     "EXPQ_REAP_SECONDS": "0.5",
 }
 # About 20 ms an epoch on one CPU core; T = 1, so an epoch writes 2 x (1 + 1) loss rows.
@@ -90,3 +91,16 @@ def freeze(worker: subprocess.Popen) -> None:
 
 def thaw(worker: subprocess.Popen) -> None:
     os.killpg(worker.pid, signal.SIGCONT)
+
+
+def waiting_run_ids(client) -> list[int]:  # noqa: ANN001 - a redis.Redis
+    """The run id of every train message waiting in the broker's cpu queue, all levels."""
+    import base64
+    import json
+
+    ids = []
+    for key in client.keys("cpu*"):
+        if client.type(key) == b"list":
+            for raw in client.lrange(key, 0, -1):
+                ids.append(json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0])
+    return ids

@@ -40,8 +40,8 @@ def test_a_cancelled_running_run_stops_within_seconds_keeping_its_losses(fleet: 
         30,
         "the worker to stop training",
     )
-    # Seen at the next heartbeat or epoch write, acted on at the next batch.
-    assert time.monotonic() - cancelled < HEARTBEAT + 2.5
+    # Seen at the next heartbeat or epoch write, acted on at the next batch: within seconds.
+    assert time.monotonic() - cancelled < HEARTBEAT + 4
     run = fleet.run(run_id)
     assert run.status == "cancelled" and run.error == "cancelled by user"
     assert 2 <= run.epochs_done < 10_000

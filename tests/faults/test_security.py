@@ -55,7 +55,10 @@ def _redis_contents(redis: PrivateRedis) -> str:
 
 
 def _database_contents(engine) -> str:  # noqa: ANN001
-    tables = ("runs", "experiments", "run_params", "run_tags", "losses", "datasets")
+    from sqlalchemy import inspect
+
+    tables = inspect(engine).get_table_names()
+    assert {"runs", "losses", "experiments"} <= set(tables)
     with engine.connect() as connection:
         return "\n".join(
             json.dumps(row._asdict(), default=str)

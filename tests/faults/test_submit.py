@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faults.fleet import QUICK, Fleet
+from faults.fleet import QUICK, Fleet, waiting_run_ids
 from support import assert_settled, expq_env, free_port, run_cli
 
 pytestmark = pytest.mark.integration
@@ -21,18 +21,9 @@ SUBMIT = ["submit", "--task", "sentiment", "--model", "rnn", "--samples", "200",
 
 
 def _messages(redis_url: str) -> list[int]:
-    """The run ids of every message waiting in the broker."""
-    import base64
-
     import redis
 
-    client = redis.Redis.from_url(redis_url)
-    ids = []
-    for key in client.keys("cpu*"):
-        if client.type(key) == b"list":
-            for raw in client.lrange(key, 0, -1):
-                ids.append(json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0])
-    return ids
+    return waiting_run_ids(redis.Redis.from_url(redis_url))
 
 
 def test_concurrent_submits_with_one_key_make_one_run_and_one_message(fleet: Fleet) -> None:

@@ -41,20 +41,6 @@ def test_a_worker_waits_for_its_database_and_says_why(tmp_path) -> None:  # noqa
     wait_for_database(f"sqlite:///{tmp_path / 'ok.db'}", said.append)  # returns at once
 
 
-def test_a_database_at_another_schema_is_not_waited_for(tmp_path) -> None:  # noqa: ANN001
-    from sqlalchemy import create_engine, text
-
-    from service.errors import DatabaseError
-    from workers.command import wait_for_database
-
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    with create_engine(url).begin() as connection:
-        connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
-        connection.execute(text("INSERT INTO alembic_version VALUES ('0000_ancient')"))
-    with pytest.raises(DatabaseError, match="expq db upgrade"):
-        wait_for_database(url, print)
-
-
 def test_the_worker_command_refuses_gpu_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 

@@ -85,20 +85,38 @@ def test_a_message_delivered_but_not_yet_claimed_still_counts(setup) -> None:  #
         assert reconcile_once(app, settings) == []
 
 
-def test_the_reaper_thread_passes_at_once_and_when_woken(
-    setup, monkeypatch: pytest.MonkeyPatch
-) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("reap_seconds", [0.05, 3600], ids=["on-its-timer", "when-woken"])
+def test_the_reaper_thread_passes(setup, monkeypatch: pytest.MonkeyPatch, reap_seconds) -> None:  # noqa: ANN001
     import workers.reaper as module
 
     settings, _engine, app = setup
     passes = threading.Semaphore(0)
     monkeypatch.setattr(module, "reconcile_once", lambda *_args: passes.release())
-    reaper = Reaper(app, Settings(**{**settings.__dict__, "reap_seconds": 3600}))
+    reaper = Reaper(app, Settings(**{**settings.__dict__, "reap_seconds": reap_seconds}))
     reaper.start()
     try:
-        assert passes.acquire(timeout=10)  # the first pass, without waiting an hour
-        reaper.wake()
+        if reap_seconds > 60:
+            reaper.wake()
         assert passes.acquire(timeout=10)
     finally:
         reaper.stop()
     poll(lambda: not reaper.is_alive(), 10, "the reaper to stop")
+
+
+def test_a_broker_that_cannot_count_gets_no_resends(setup, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """Redis answers LOADING while it reads its append-only file back: no count, no guess."""
+    import redis as redis_client
+
+    import workers.reaper as module
+
+    settings, engine, app = setup
+    run = new_run(engine)  # its message may well be in the broker still
+    _age(engine, run.id)
+
+    def loading(*_args):  # noqa: ANN202
+        raise redis_client.BusyLoadingError("Redis is loading the dataset in memory")
+
+    monkeypatch.setattr(module, "broker_backlog", loading)
+    assert reconcile_once(app, settings) == []
+    monkeypatch.undo()
+    assert [d.run_id for d in reconcile_once(app, settings)] == [run.id]  # it was lost after all

@@ -1,0 +1,81 @@
+"""Checkpoints in the database, so that a fleet across machines can resume any run.
+
+One row per run holds its latest state (models.checkpoint.TrainingState as bytes), written
+after the epoch's losses and fenced by the same attempt. A crash between the two leaves the
+checkpoint one epoch behind the losses; a resume copies only the epochs the checkpoint covers
+and trains the rest again, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, insert, select, update
+
+from service.db import session_scope
+from service.records import utcnow
+from service.schema import Checkpoint, Loss, Run, RunStatus
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    run_id: int
+    attempt: int  # the attempt that wrote it
+    epoch: int  # the last epoch it includes
+    state: bytes
+
+
+def save_checkpoint(engine: Engine, run_id: int, attempt: int, epoch: int, state: bytes) -> bool:
+    """Replace the run's checkpoint while `attempt` holds it; False when no longer ours."""
+    with session_scope(engine) as session:
+        held = session.scalar(
+            select(Run.run_id).where(
+                Run.run_id == run_id, Run.attempt == attempt, Run.status == RunStatus.RUNNING
+            ).with_for_update()
+        )
+        if held is None:
+            return False
+        session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
+        session.execute(
+            insert(Checkpoint).values(
+                run_id=run_id, attempt=attempt, epoch=epoch, state=state, created_at=utcnow()
+            )
+        )
+        return True
+
+
+def load_checkpoint(engine: Engine, run_id: int) -> StoredCheckpoint | None:
+    with session_scope(engine) as session:
+        row = session.scalar(select(Checkpoint).where(Checkpoint.run_id == run_id))
+        if row is None:
+            return None
+        return StoredCheckpoint(row.run_id, row.attempt, row.epoch, row.state)
+
+
+def adopt_checkpoint(
+    engine: Engine, run_id: int, attempt: int, checkpoint: StoredCheckpoint
+) -> bool:
+    """Start `attempt` from `checkpoint`: copy the losses of the epochs it covers from the
+    attempt that wrote them and record where the run resumed. False when no longer ours."""
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Run)
+            .where(Run.run_id == run_id, Run.attempt == attempt, Run.status == RunStatus.RUNNING)
+            .values(resumed_from_epoch=checkpoint.epoch, epochs_done=checkpoint.epoch)
+        )
+        if result.rowcount != 1:
+            return False
+        columns = (Loss.epoch, Loss.split, Loss.timestep, Loss.value, Loss.value_kind)
+        earlier = session.execute(
+            select(*columns).where(
+                Loss.run_id == run_id,
+                Loss.attempt == checkpoint.attempt,
+                Loss.epoch <= checkpoint.epoch,
+            )
+        ).all()
+        if earlier:
+            session.execute(
+                insert(Loss),
+                [{"run_id": run_id, "attempt": attempt, **row._asdict()} for row in earlier],
+            )
+        return True
