@@ -29,9 +29,9 @@ def save_checkpoint(engine: Engine, run_id: int, attempt: int, epoch: int, state
     """Replace the run's checkpoint while `attempt` holds it; False when no longer ours."""
     with session_scope(engine) as session:
         held = session.scalar(
-            select(Run.run_id).where(
-                Run.run_id == run_id, Run.attempt == attempt, Run.status == RunStatus.RUNNING
-            ).with_for_update()
+            select(Run.run_id)
+            .where(Run.run_id == run_id, Run.attempt == attempt, Run.status == RunStatus.RUNNING)
+            .with_for_update()
         )
         if held is None:
             return False
@@ -58,13 +58,6 @@ def adopt_checkpoint(
     """Start `attempt` from `checkpoint`: copy the losses of the epochs it covers from the
     attempt that wrote them and record where the run resumed. False when no longer ours."""
     with session_scope(engine) as session:
-        result = session.execute(
-            update(Run)
-            .where(Run.run_id == run_id, Run.attempt == attempt, Run.status == RunStatus.RUNNING)
-            .values(resumed_from_epoch=checkpoint.epoch, epochs_done=checkpoint.epoch)
-        )
-        if result.rowcount != 1:
-            return False
         columns = (Loss.epoch, Loss.split, Loss.timestep, Loss.value, Loss.value_kind)
         earlier = session.execute(
             select(*columns).where(
@@ -73,9 +66,28 @@ def adopt_checkpoint(
                 Loss.epoch <= checkpoint.epoch,
             )
         ).all()
+        result = session.execute(
+            update(Run)
+            .where(Run.run_id == run_id, Run.attempt == attempt, Run.status == RunStatus.RUNNING)
+            .values(resumed_from_epoch=checkpoint.epoch, **_summary(earlier, checkpoint.epoch))
+        )
+        if result.rowcount != 1:
+            return False
         if earlier:
             session.execute(
                 insert(Loss),
                 [{"run_id": run_id, "attempt": attempt, **row._asdict()} for row in earlier],
             )
         return True
+
+
+def _summary(rows: list, epoch: int) -> dict[str, float | int | None]:
+    """The run's summary columns as the copied epochs left them (the metric comes back with
+    the next epoch: the losses table does not hold it)."""
+    summary: dict[str, float | int | None] = {"epochs_done": epoch}
+    for split in ("train", "val"):
+        totals = {r.epoch: r.value for r in rows if r.split == split and r.timestep is None}
+        finite = [value for value in totals.values() if value is not None]
+        summary[f"final_{split}_loss"] = totals.get(epoch)
+        summary[f"best_{split}_loss"] = min(finite) if finite else None
+    return summary

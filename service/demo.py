@@ -18,6 +18,7 @@ import click
 
 from service.config import load_settings, mask_url
 from service.output import emit_runs
+from service.schema import RunStatus
 
 DEMO_TASKS = ("binary", "sentiment", "captioning", "translation")
 DEMO_MODELS = ("mlp", "rnn")
@@ -100,7 +101,7 @@ def _watch(engine, run_ids: list[int], worker: subprocess.Popen) -> None:  # noq
     from service.store import run_statuses
 
     seen: dict[int, tuple[str, int]] = {}
-    terminal = {"succeeded", "failed", "diverged", "cancelled"}
+    terminal = RunStatus.terminal()
     while True:
         from service.store import get_run
 

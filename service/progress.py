@@ -6,8 +6,9 @@ from datetime import datetime
 
 from service.output import fmt_number
 from service.records import RunRecord, utcnow
+from service.schema import RunStatus
 
-TERMINAL = frozenset({"succeeded", "failed", "diverged", "cancelled"})
+TERMINAL = frozenset(RunStatus.terminal())
 BAR_WIDTH = 20
 
 

@@ -88,7 +88,7 @@ def claim(engine, run_id: int, lease: float = 30.0) -> int:  # noqa: ANN001
 
 # -- fault and fleet tests ------------------------------------------------------------------
 
-TERMINAL = ("succeeded", "failed", "diverged", "cancelled")
+TERMINAL = ("succeeded", "failed", "diverged", "cancelled", "pruned")
 
 
 def free_port() -> int:

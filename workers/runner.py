@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from service.checkpoints import adopt_checkpoint, load_checkpoint, save_checkpoint
 from service.config import Settings
 from service.lifecycle import (
     LeaseLost,
@@ -31,6 +32,7 @@ from service.lifecycle import (
     record_epoch,
     release_lease,
 )
+from service.pruning import prune_reason
 from service.schema import RunStatus
 from service.store import load_dataset
 from workers.lease import Heartbeat
@@ -193,21 +195,34 @@ def _train(
 
     def on_epoch(report) -> None:  # noqa: ANN001 - models.training.EpochReport
         splits = {"train": report.train, "val": report.val}
+        started = time.perf_counter()
+        # The checkpoint first: the last epoch's losses are written with the outcome, and
+        # export-model and predict read the final weights from here.
+        if not save_checkpoint(engine, run_id, attempt, report.epoch, report.checkpoint.to_bytes()):
+            raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
         if report.epoch == spec.epochs:
             last.append((report.epoch, splits))
-            return
-        started = time.perf_counter()
-        record_epoch(engine, run_id, attempt, report.epoch, splits)
+        else:
+            record_epoch(engine, run_id, attempt, report.epoch, splits)
         phases.epoch_writes += time.perf_counter() - started
+        if spec.prune and report.epoch > spec.prune_warmup and report.epoch < spec.epochs:
+            reason = prune_reason(engine, run_id, report.epoch, report.val.total)
+            if reason is not None:
+                raise Pruned(reason)
 
     try:
         train_rows, val_rows = _load_user_rows(engine, spec)
         data = build_data(spec, train_rows, val_rows)
+        resume = _resume_point(engine, run_id, attempt, spec)
         phases.mark("set_up")
-        result = fit(spec, data, on_epoch=on_epoch, stop=heartbeat.stop)
+        result = fit(
+            spec, data, on_epoch=on_epoch, stop=heartbeat.stop, resume=resume, checkpoints=True
+        )
         phases.mark("trained")
     except LeaseLost:
         return None, None, None, None
+    except Pruned as pruned:
+        return RunStatus.PRUNED, str(pruned), None, None
     except INFRASTRUCTURE_ERRORS:
         raise
     except Exception as exc:  # noqa: BLE001 - any training error fails the run, not the worker
@@ -219,6 +234,23 @@ def _train(
     status = _FIT_STATUS[result.status]
     error = result.reason if status != RunStatus.SUCCEEDED else None
     return status, error, None, _first(last)
+
+
+class Pruned(Exception):
+    """The run is worse than its experiment's median: it stops, marked pruned."""
+
+
+def _resume_point(engine: Engine, run_id: int, attempt: int, spec):  # noqa: ANN001, ANN202
+    """The checkpoint an earlier attempt left, adopted by this one; None to start at epoch 1."""
+    from models.checkpoint import TrainingState
+
+    stored = load_checkpoint(engine, run_id)
+    if stored is None or stored.attempt >= attempt or stored.epoch >= spec.epochs:
+        return None
+    if not adopt_checkpoint(engine, run_id, attempt, stored):
+        raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
+    log.info("run %s attempt %s: resuming after epoch %s", run_id, attempt, stored.epoch)
+    return TrainingState.from_bytes(stored.state)
 
 
 def _first(items: list) -> object | None:

@@ -8,8 +8,9 @@ import click
 
 from service.config import load_settings
 from service.errors import InputError
+from service.schema import RunStatus
 
-TERMINAL = ("succeeded", "failed", "diverged", "cancelled")
+TERMINAL = tuple(sorted(RunStatus.terminal()))
 
 
 def open_engine():  # noqa: ANN202 - sqlalchemy.Engine, imported lazily

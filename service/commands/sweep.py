@@ -47,6 +47,18 @@ from service.output import print_json, print_table
     "early_stop",
     help="Stop a run after this many epochs without a better val loss (the same as --patience).",
 )
+@click.option(
+    "--prune",
+    type=click.Choice(["median"]),
+    help="Stop a run whose val loss is above the median of the sweep's other runs at that epoch.",
+)
+@click.option(
+    "--prune-warmup",
+    type=click.IntRange(0, 100_000),
+    default=1,
+    show_default=True,
+    help="Epochs before pruning may stop a run.",
+)
 @click.option("--experiment", help="Experiment to add the runs to (default: a new one).")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="A tag for every run.")
 @click.option(
@@ -66,6 +78,8 @@ def sweep(
     ranges: tuple[str, ...],
     seeds: int,
     early_stop: str | None,
+    prune: str | None,
+    prune_warmup: int,
     experiment: str | None,
     tags: tuple[str, ...],
     priority: int,
@@ -80,6 +94,8 @@ def sweep(
     raw = raw_spec(options)
     if early_stop is not None:
         raw["patience"] = early_stop
+    if prune is not None:
+        raw |= {"prune": prune, "prune_warmup": prune_warmup}
     points, distinct = expand(
         raw,
         ranges=[parse_range(text) for text in ranges],
