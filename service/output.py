@@ -310,6 +310,7 @@ def emit_run_detail(run: RunRecord, losses: Sequence[LossRecord], fmt: str) -> N
         ("created", run.created_at.isoformat()),
         ("started", run.started_at.isoformat() if run.started_at else "-"),
         ("finished", run.finished_at.isoformat() if run.finished_at else "-"),
+        ("resumed after epoch", run.resumed_from_epoch or "-"),
         ("error", run.error or "-"),
         ("tags", ", ".join(f"{k}={v}" for k, v in run.tags.items()) or "-"),
         ("hyperparameters", ", ".join(f"{k}={v}" for k, v in run.params.items())),

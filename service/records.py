@@ -46,6 +46,7 @@ class RunRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    resumed_from_epoch: int | None = None  # the checkpoint epoch the winning attempt began at
 
     def to_json(self) -> dict[str, Any]:
         """The run as DESIGN.md's JSON contract: timestamps in ISO 8601, UTC."""

@@ -88,6 +88,7 @@ def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
         created_at=as_utc(run.created_at),
         started_at=as_utc(run.started_at),
         finished_at=as_utc(run.finished_at),
+        resumed_from_epoch=run.resumed_from_epoch,
     )
 
 

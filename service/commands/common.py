@@ -10,7 +10,7 @@ from service.config import load_settings
 from service.errors import InputError
 from service.schema import RunStatus
 
-TERMINAL = tuple(sorted(RunStatus.terminal()))
+TERMINAL = tuple(sorted(status.value for status in RunStatus.terminal()))
 
 
 def open_engine():  # noqa: ANN202 - sqlalchemy.Engine, imported lazily

@@ -16,7 +16,10 @@ from service.output import (
     emit_run_detail,
     emit_runs,
     emit_summary,
+    fmt_number,
     format_option,
+    print_json,
+    print_table,
 )
 
 WHERE_HELP = (
@@ -220,6 +223,63 @@ def runs_compare(run_ids: tuple[int, ...], fmt: str) -> None:
     if len(run_ids) < 2:
         raise InputError("give two or more run ids to compare")
     emit_compare(get_runs(open_engine(), list(dict.fromkeys(run_ids))), fmt)
+
+
+RESULT_FIELDS = (
+    "status",
+    "epochs_done",
+    "final_train_loss",
+    "final_val_loss",
+    "best_val_loss",
+    "final_metric",
+)
+
+
+@runs.command("diff")
+@click.argument("first", type=int)
+@click.argument("second", type=int)
+@format_option(choices=("table", "json"))
+def runs_diff(first: int, second: int, fmt: str) -> None:
+    """What differs between two runs: their specs (only the differing fields) and results."""
+    from service.store import get_runs
+
+    a, b = get_runs(open_engine(), [first, second])
+    spec = [
+        {"field": key, "a": a.spec.get(key), "b": b.spec.get(key)}
+        for key in sorted(set(a.spec) | set(b.spec))
+        if a.spec.get(key) != b.spec.get(key)
+    ]
+    results = [
+        {"field": name, "a": getattr(a, name), "b": getattr(b, name), "delta": _delta(a, b, name)}
+        for name in RESULT_FIELDS
+    ]
+    if fmt == "json":
+        print_json({"a": a.id, "b": b.id, "spec": spec, "results": results})
+        return
+    print_table(
+        f"run {a.id} vs run {b.id}: {len(spec)} spec fields differ",
+        ("", "field", f"run {a.id}", f"run {b.id}", "b - a"),
+        [
+            *(["spec", row["field"], row["a"], row["b"], ""] for row in spec),
+            *(
+                [
+                    "result",
+                    row["field"],
+                    fmt_number(row["a"]) if isinstance(row["a"], float) else row["a"],
+                    fmt_number(row["b"]) if isinstance(row["b"], float) else row["b"],
+                    fmt_number(row["delta"]),
+                ]
+                for row in results
+            ),
+        ],
+    )
+
+
+def _delta(a, b, name: str) -> float | None:  # noqa: ANN001 - two RunRecords
+    left, right = getattr(a, name), getattr(b, name)
+    if isinstance(left, (int, float)) and isinstance(right, (int, float)):
+        return right - left
+    return None
 
 
 @runs.command("plot")

@@ -70,7 +70,12 @@ def parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
     "--data", type=click.Path(path_type=Path), help="Training data, JSONL: {input, target}."
 )
 @click.option("--val-data", type=click.Path(path_type=Path), help="Validation data, JSONL.")
-@click.option("--experiment", default="default", show_default=True, help="Experiment name.")
+@click.option(
+    "--from-run",
+    type=int,
+    help="Start from this run's exact spec (seed and data included); options given override it.",
+)
+@click.option("--experiment", help="Experiment name (default: the --from-run's, else default).")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="A tag; repeat for more.")
 @click.option(
     "--priority",
@@ -85,7 +90,8 @@ def parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
 def submit(
     data: Path | None,
     val_data: Path | None,
-    experiment: str,
+    from_run: int | None,
+    experiment: str | None,
     tags: tuple[str, ...],
     priority: int,
     idempotency_key: str | None,
@@ -99,23 +105,37 @@ def submit(
     from workers.app import make_app
     from workers.dispatch import queue_for_device
 
-    spec, files = prepare_spec(raw_spec(options), data, val_data)
+    engine = None
+    raw = raw_spec(options)
+    if from_run is not None:
+        from service.store import get_runs
+
+        engine = open_engine()
+        [source] = get_runs(engine, [from_run])
+        raw = {**source.spec, **raw}
+        experiment = experiment or source.experiment
+    spec, files = prepare_spec(raw, data, val_data)
     new = NewRun(
-        experiment=experiment,
+        experiment=experiment or "default",
         queue=queue_for_device(spec.device),
         priority=priority,
         tags=parse_tags(tags),
         idempotency_key=idempotency_key,
     )
     settings = load_settings()
-    engine = open_engine()
+    engine = engine or open_engine()
     run = submit_spec(engine, make_app(settings.broker_url), spec, files, new)
+    if not as_json:
+        click.echo(run.id)
     if wait:
-        wait_for(engine, [run.id], None, quiet=as_json)
+        if as_json:
+            wait_for(engine, [run.id], None, quiet=True)
+        else:
+            from service.commands.watch import watch_runs
+
+            watch_runs((run.id,), None, interval=0.5)
         run = get_run(engine, run.id)
     if as_json:
         print_json(run.to_json())
-    else:
-        click.echo(run.id)
     if wait and run.status != "succeeded":
         sys.exit(1)

@@ -10,7 +10,7 @@ import pytest
 from faults.fleet import QUICK, training_pid
 from support import assert_settled
 
-from service.store import get_losses
+from service.store import get_losses, get_run
 
 pytestmark = pytest.mark.integration
 
@@ -33,3 +33,4 @@ def test_a_killed_run_resumes_from_its_checkpoint_bit_exactly(fleet) -> None:  #
     assert 3 <= done.resumed_from_epoch < SPEC["epochs"]
     assert_settled(fleet.engine, [reference, resumed])
     assert _values(fleet.engine, resumed) == _values(fleet.engine, reference)
+    assert get_run(fleet.engine, resumed).to_json()["resumed_from_epoch"] == done.resumed_from_epoch

@@ -51,3 +51,11 @@ def test_the_worker_command_refuses_gpu_without_cuda(monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(cli, ["worker", "--queues", "gpu"])
     assert result.exit_code == 2
     assert "queue gpu needs CUDA, and this machine has none" in result.output
+
+
+def test_training_processes_share_the_cores() -> None:
+    from workers.command import torch_threads
+
+    assert torch_threads(1, cpus=8) == 8
+    assert torch_threads(4, cpus=8) == 2
+    assert torch_threads(16, cpus=8) == 1
