@@ -10,7 +10,6 @@ import datetime
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ DROPOUT_CASES = [
 ]
 
 
-def machine() -> list[str]:
+def machine(command: str) -> list[str]:
     """Markdown lines naming the date, machine and software behind the numbers."""
     uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
@@ -43,7 +42,7 @@ def machine() -> list[str]:
         + " (the machine is shared: other jobs inflate wall times)",
         f"- python {platform.python_version()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
-        f"- command: `python -m {__spec__.name if __spec__ else sys.argv[0]}`",
+        f"- command: `{command}`",
     ]
 
 
@@ -88,7 +87,8 @@ def dropout_rows() -> list[str]:
 
 
 def main() -> None:
-    lines = ["# Learning quality with default hyperparameters", "", *machine(), ""]
+    command = "python -m benchmarks.learning_quality"
+    lines = ["# Learning quality with default hyperparameters", "", *machine(command), ""]
     lines += [
         "Each row trains one run with `spec_from_dict({task, model, device: cpu})`, i.e. the "
         "defaults of `models/defaults.py`, on the built-in data; numbers are the last epoch's.",

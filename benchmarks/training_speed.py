@@ -8,12 +8,7 @@ the plain loop computes the same masked loss, steps, and evaluates the val loss 
 
 from __future__ import annotations
 
-import datetime
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.learning_quality import machine
 from models.data import TaskData, build_data
 from models.networks import build_model
 from models.registry import TASKS
@@ -33,21 +29,6 @@ ROUNDS = 4  # rounds alternate the two loops so drift in machine load hits both 
 THREADS = 1  # one intra-op thread: on a shared 2-core machine, spinning OpenMP threads of
 # competing processes distort timings far more than the second thread speeds these small nets
 TARGET = 1.10
-
-
-def machine() -> list[str]:
-    """Markdown lines naming the date, machine and software behind the numbers."""
-    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return [
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- machine: `{uname}`, nproc {nproc}, load average at start "
-        + " ".join(f"{load:.2f}" for load in os.getloadavg())
-        + " (the machine is shared: other jobs inflate wall times)",
-        f"- python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
-        f"- command: `python -m {__spec__.name if __spec__ else sys.argv[0]}`",
-    ]
 
 
 def expq_epochs(spec: TrainSpec, data: TaskData) -> list[float]:
@@ -92,7 +73,8 @@ def plain_epochs(spec: TrainSpec, data: TaskData) -> list[float]:
 
 def main() -> None:
     torch.set_num_threads(THREADS)
-    lines = ["# Training speed: expq fit vs a plain PyTorch loop", "", *machine(), ""]
+    command = "python -m benchmarks.training_speed"
+    lines = ["# Training speed: expq fit vs a plain PyTorch loop", "", *machine(command), ""]
     lines += [
         f"Defaults of each task x model, CPU, {THREADS} torch thread, {EPOCHS} epochs per round, "
         f"{ROUNDS} rounds alternating the loops; fastest and median seconds per epoch (train "

@@ -54,6 +54,20 @@ def raw_spec(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def queueing_options(func):  # noqa: ANN001, ANN202 - a Click decorator
+    """--tag and --priority, shared by submit and sweep."""
+    func = click.option(
+        "--priority",
+        type=click.IntRange(0, 9),
+        default=0,
+        show_default=True,
+        help="0-9; higher runs first within a queue.",
+    )(func)
+    return click.option(
+        "--tag", "tags", multiple=True, metavar="K=V", help="A tag; repeat for more."
+    )(func)
+
+
 def parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
     parsed = {}
     for tag in tags:
@@ -76,14 +90,7 @@ def parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
     help="Start from this run's exact spec (seed and data included); options given override it.",
 )
 @click.option("--experiment", help="Experiment name (default: the --from-run's, else default).")
-@click.option("--tag", "tags", multiple=True, metavar="K=V", help="A tag; repeat for more.")
-@click.option(
-    "--priority",
-    type=click.IntRange(0, 9),
-    default=0,
-    show_default=True,
-    help="0-9; higher runs first within a queue.",
-)
+@queueing_options
 @click.option("--idempotency-key", help="Submitting the same key again returns the same run.")
 @click.option("--wait", is_flag=True, help="Wait until the run ends; exit 1 unless it succeeded.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from service.commands.common import open_engine
-from service.commands.submit import parse_tags, raw_spec, spec_options
+from service.commands.submit import parse_tags, queueing_options, raw_spec, spec_options
 from service.config import load_settings
 from service.errors import BrokerUnavailable, InputError
 from service.output import print_json, print_table
@@ -60,14 +60,7 @@ from service.output import print_json, print_table
     help="Epochs before pruning may stop a run.",
 )
 @click.option("--experiment", help="Experiment to add the runs to (default: a new one).")
-@click.option("--tag", "tags", multiple=True, metavar="K=V", help="A tag for every run.")
-@click.option(
-    "--priority",
-    type=click.IntRange(0, 9),
-    default=0,
-    show_default=True,
-    help="0-9; higher runs first within a queue.",
-)
+@queueing_options
 @click.option("--dry-run", is_flag=True, help="Print the runs the sweep would queue; queue none.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 def sweep(
