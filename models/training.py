@@ -209,6 +209,7 @@ def fit_model(
             best, stale = val_report.total, 0
         else:
             stale += 1
+        # sync: a checkpoint copies the weights to the host, once an epoch and only when asked
         state = capture(epoch, model, optimizer, best, stale) if checkpoints else None
         report = EpochReport(
             epoch, train_report, val_report, time.perf_counter() - started, state
