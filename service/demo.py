@@ -18,7 +18,7 @@ import click
 
 from service.config import load_settings, mask_url
 from service.output import emit_runs
-from service.schema import RunStatus
+from service.progress import TERMINAL, progress_line
 
 DEMO_TASKS = ("binary", "sentiment", "captioning", "translation")
 DEMO_MODELS = ("mlp", "rnn")
@@ -98,23 +98,17 @@ def stop_worker(process: subprocess.Popen, timeout: float = WORKER_STOP_SECONDS)
 
 
 def _watch(engine, run_ids: list[int], worker: subprocess.Popen) -> None:  # noqa: ANN001
-    from service.store import run_statuses
+    from service.store import get_runs
 
-    seen: dict[int, tuple[str, int]] = {}
-    terminal = RunStatus.terminal()
+    shown: dict[int, str] = {}
     while True:
-        from service.store import get_run
-
-        for run_id, status in run_statuses(engine, run_ids).items():
-            run = get_run(engine, run_id)
-            state = (status, run.epochs_done)
-            if seen.get(run_id) != state:
-                seen[run_id] = state
-                click.echo(
-                    f"  run {run_id:>4} {run.task:<11} {run.model:<3} {status:<9} "
-                    f"epoch {run.epochs_done}/{run.params['epochs']}"
-                )
-        if all(state[0] in terminal for state in seen.values()) and len(seen) == len(run_ids):
+        runs = get_runs(engine, run_ids)
+        for run in runs:
+            line = f"  {run.task:<11} {run.model:<3} {progress_line(run)}"
+            if shown.get(run.id) != line:
+                shown[run.id] = line
+                click.echo(line)
+        if all(run.status in TERMINAL for run in runs):
             return
         if worker.poll() is not None:
             raise click.ClickException(f"the demo worker exited with code {worker.returncode}")

@@ -8,7 +8,7 @@ from service.output import fmt_number
 from service.records import RunRecord, utcnow
 from service.schema import RunStatus
 
-TERMINAL = frozenset(status.value for status in RunStatus.terminal())
+TERMINAL = tuple(sorted(status.value for status in RunStatus.terminal()))
 BAR_WIDTH = 20
 
 

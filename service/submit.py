@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,15 +45,20 @@ def validate_spec(raw: Mapping[str, Any]):  # noqa: ANN201 - models.spec.TrainSp
 
 
 def prepare_spec(
-    raw: Mapping[str, Any], data: Path | None, val_data: Path | None
+    raw: Mapping[str, Any],
+    data: Path | None,
+    val_data: Path | None,
+    read: Callable[[Path, str, str], tuple[str, bytes]] = read_data_file,
 ) -> tuple[Any, dict[str, bytes]]:
-    """The validated spec with its data files' digests, and the files' bytes by digest."""
+    """The validated spec with its data files' digests, and the files' bytes by digest.
+
+    A sweep passes a cached `read`, so that each file is read and checked once per task."""
     spec = validate_spec(raw)
     files: dict[str, bytes] = {}
     digests: dict[str, str] = {}
     for field, path in (("data", data), ("val_data", val_data)):
         if path is not None:
-            digest, content = read_data_file(path, spec.task, field.replace("_", "-"))
+            digest, content = read(path, spec.task, field.replace("_", "-"))
             files[digest] = content
             digests[field] = digest
     if digests:

@@ -8,9 +8,7 @@ import click
 
 from service.config import load_settings
 from service.errors import InputError
-from service.schema import RunStatus
-
-TERMINAL = tuple(sorted(status.value for status in RunStatus.terminal()))
+from service.progress import TERMINAL
 
 
 def open_engine():  # noqa: ANN202 - sqlalchemy.Engine, imported lazily

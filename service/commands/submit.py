@@ -112,13 +112,11 @@ def submit(
     from workers.app import make_app
     from workers.dispatch import queue_for_device
 
-    engine = None
     raw = raw_spec(options)
     if from_run is not None:
         from service.store import get_runs
 
-        engine = open_engine()
-        [source] = get_runs(engine, [from_run])
+        [source] = get_runs(open_engine(), [from_run])  # the engine is cached per process
         raw = {**source.spec, **raw}
         experiment = experiment or source.experiment
     spec, files = prepare_spec(raw, data, val_data)
@@ -130,7 +128,7 @@ def submit(
         idempotency_key=idempotency_key,
     )
     settings = load_settings()
-    engine = engine or open_engine()
+    engine = open_engine()
     run = submit_spec(engine, make_app(settings.broker_url), spec, files, new)
     if not as_json:
         click.echo(run.id)

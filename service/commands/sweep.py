@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def sweep(
     **options: Any,
 ) -> None:
     """Queue a sweep: any option may be a list (--lr 0.01,0.1), ranges need --random N."""
-    from service.submit import prepare_spec
+    from service.submit import prepare_spec, read_data_file
     from service.sweep import expand, parse_range
 
     raw = raw_spec(options)
@@ -95,10 +96,11 @@ def sweep(
         random_count=random_count,
         seeds=seeds,
     )
+    read_once = functools.cache(read_data_file)
     prepared = []
     for number, point in enumerate(points, start=1):
         try:
-            prepared.append(prepare_spec(point, data, val_data))
+            prepared.append(prepare_spec(point, data, val_data, read_once))
         except InputError as exc:
             raise InputError(f"sweep point {number} of {len(points)}: {exc}") from None
     summary = f"{distinct} points x {seeds} seeds = {len(prepared)} runs"
