@@ -145,9 +145,12 @@ class Processes:
         self.started = []
 
 
-def expq_workers(processes: Processes, env: dict[str, str], count: int) -> list[Path]:
+def expq_workers(
+    processes: Processes, env: dict[str, str], count: int, loglevel: str = "INFO"
+) -> list[Path]:
+    """`count` expq workers; INFO logs each run's phase timings, which (b) reads."""
     command = [sys.executable, "-m", "service", "worker", "--queues", "cpu",
-               "--concurrency", "1", "--loglevel", "INFO"]  # fmt: skip
+               "--concurrency", "1", "--loglevel", loglevel]  # fmt: skip
     return [processes.start(command, env, f"expq-worker-{i}") for i in range(count)]
 
 
@@ -236,18 +239,27 @@ def run_times(engine, experiment: str) -> list[tuple]:  # noqa: ANN001
     ]
 
 
-def measure_latency(submitter: Submitter, count: int) -> dict:
+def measure_latency(submitter: Submitter, broker: str, count: int) -> dict:
+    """Each job is submitted to an idle fleet: after the previous one finished and its message
+    was acked (kombu's Redis transport holds a delivered message in `unacked` until the ack)."""
+    import redis
+
     from service.store import get_run
+
+    broker_client = redis.Redis.from_url(broker)
+
+    def finished(run_id: int) -> bool:
+        return submitter.status(run_id) == "succeeded" and broker_client.hlen("unacked") == 0
 
     for _ in range(10):  # warm: torch in the pool processes, connections everywhere
         run_id = submitter.submit("warm-up")
-        wait_until(lambda r=run_id: submitter.status(r) == "succeeded", 60, "a warm-up run")
+        wait_until(lambda r=run_id: finished(r), 60, "a warm-up run")
     latencies, submits = [], []
     for _ in range(count):
         submitted = time.time()
         run_id = submitter.submit("latency")
         submits.append(time.time() - submitted)
-        wait_until(lambda r=run_id: submitter.status(r) == "succeeded", 60, "a latency run", 0.005)
+        wait_until(lambda r=run_id: finished(r), 60, "a latency run", 0.005)
         latencies.append(get_run(submitter.engine, run_id).started_at.timestamp() - submitted)
     return {"start": latencies, "submit": submits}
 
@@ -325,9 +337,10 @@ def report(
         "",
         "## (a) Latency on an idle fleet",
         "",
-        f"2 expq workers (concurrency 1) and 1 Celery no-op worker; {args.latency_jobs} jobs one "
-        "at a time, after 10 warm-up jobs. expq: from `submit_spec` (insert, publish) to the "
-        "claim. Celery: `noop.delay().get()`, the whole round trip.",
+        f"2 expq workers (concurrency 1) and 1 Celery no-op worker, all at log level WARNING; "
+        f"{args.latency_jobs} jobs one at a time, each after the previous one finished and its "
+        "message was acked, after 10 warm-up jobs. expq: from `submit_spec` (insert, publish) "
+        "to the claim. Celery: `noop.delay().get()`, the whole round trip.",
         "",
         "| measure | median ms | p95 ms |",
         "|---|---:|---:|",
@@ -407,10 +420,11 @@ def main(argv: list[str]) -> None:
         os.environ.update({k: env[k] for k in ("EXPQ_HOME", "FLEET_NOOP_BROKER")})
         submitter = Submitter(database, broker)
         try:
-            logs = expq_workers(processes, env, 2)
+            # The same log level as the no-op workers: no per-message log line on either side.
+            expq_workers(processes, env, 2, "WARNING")
             noop_workers(processes, env, 1)
             print("latency ...", flush=True)
-            latency = measure_latency(submitter, args.latency_jobs)
+            latency = measure_latency(submitter, broker, args.latency_jobs)
             round_trips = noop_round_trips(args.latency_jobs)
             processes.stop_all()
             print("throughput ...", flush=True)

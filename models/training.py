@@ -126,6 +126,9 @@ def _train_epoch(
     device = split.y.device
     tally = _Tally()
     order = torch.randperm(len(split))  # CPU: it also indexes the CPU-side lengths
+    # One copy an epoch: a copy from pageable memory waits for the GPU's queue to drain, and
+    # one per batch kept the CPU from running ahead of the GPU.
+    order_on_device = order.to(device)
     taken = 0
     for start in range(0, len(split), spec.batch_size):
         if stop is not None and stop.is_set():
@@ -133,7 +136,7 @@ def _train_epoch(
         if steps_left is not None and taken >= steps_left:
             break
         index = order[start : start + spec.batch_size]
-        on_device = index.to(device, non_blocking=True)  # queued: a blocking copy would sync
+        on_device = order_on_device[start : start + spec.batch_size]
         x, y, y_len = split.x[on_device], split.y[on_device], split.y_len[on_device]
         mask = timestep_mask(y_len, y.shape[1])  # (batch, steps)
         logits = model(x, split.lengths[index], y)  # (batch, steps, classes)

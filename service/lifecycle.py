@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, literal, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from service.db import session_scope
@@ -55,11 +55,12 @@ class Dispatch:
     priority: int
 
 
-def _clock(session: Session, now: datetime | None = None) -> Any:
+def _clock(bind: Session | Connection, now: datetime | None = None) -> Any:
     """The time leases are reckoned by: the database's clock where there is one to share."""
     if now is not None:
         return now
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = bind.get_bind().dialect if isinstance(bind, Session) else bind.dialect
+    if dialect.name == "postgresql":
         return func.now()
     return utcnow()
 
@@ -85,10 +86,11 @@ class Claim:
 def _claim(
     engine: Engine, run_id: int, owner: str, worker: str, device: Any, lease_seconds: float
 ) -> Any:
-    with session_scope(engine) as session:
-        clock = _clock(session)
-        return session.execute(
-            _update()
+    # A bare connection, not a Session: the claim is on the path from submit to start.
+    with engine.begin() as connection:
+        clock = _clock(connection)
+        return connection.execute(
+            update(Run)
             .where(Run.run_id == run_id, Run.status == RunStatus.QUEUED)
             .values(
                 status=RunStatus.RUNNING,

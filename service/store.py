@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, Select, and_, delete, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db import session_scope
@@ -27,7 +26,8 @@ from service.filters import (
     value_of,
 )
 from service.records import LossRecord, RunRecord, as_utc, utcnow
-from service.schema import Dataset, Experiment, Loss, Run, RunParam, RunStatus, RunTag
+from service.run_insert import RUN_COLUMNS, insert_run
+from service.schema import Dataset, Experiment, Loss, Run, RunStatus, RunTag
 
 # Tag lookups go in chunks: SQLite refuses statements with more than 32,766 parameters.
 _CHUNK = 500
@@ -44,19 +44,6 @@ class NewRun:
     tags: Mapping[str, str] | None = None
     idempotency_key: str | None = None
     max_attempts: int = 3
-
-
-def _experiment_id(session: Session, name: str) -> int:
-    found = session.scalar(select(Experiment.experiment_id).where(Experiment.name == name))
-    if found is not None:
-        return found
-    try:
-        with session.begin_nested():
-            experiment = Experiment(name=name, created_at=utcnow())
-            session.add(experiment)
-        return experiment.experiment_id
-    except IntegrityError:  # created meanwhile by a concurrent submitter
-        return session.scalar(select(Experiment.experiment_id).where(Experiment.name == name))
 
 
 def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
@@ -163,40 +150,24 @@ def create_run(
 ) -> RunRecord:
     """Insert a validated spec as a `queued` run with its typed hyperparameters and tags."""
     now = utcnow()
-    with session_scope(engine) as session:
-        run = Run(
-            experiment_id=_experiment_id(session, new.experiment),
-            task=spec["task"],
-            model=spec["model"],
-            status=RunStatus.QUEUED,
-            spec=dict(spec),
-            queue=new.queue,
-            priority=new.priority,
-            idempotency_key=new.idempotency_key,
-            max_attempts=new.max_attempts,
-            attempt=0,
-            epochs_done=0,
-            created_at=now,
-            queued_at=now,
-        )
-        session.add(run)
-        session.flush()
-        session.add_all(
-            RunParam(
-                run_id=run.run_id,
-                name=name,
-                num_value=float(value) if isinstance(value, (int, float)) else None,
-                text_value=value if isinstance(value, str) else None,
-            )
-            for name, value in params.items()
-            if value is not None
-        )
-        session.add_all(
-            RunTag(run_id=run.run_id, key=key, value=value)
-            for key, value in (new.tags or {}).items()
-        )
-        session.flush()
-        return _to_record(run, new.experiment, dict(new.tags or {}))
+    run = Run(
+        task=spec["task"],
+        model=spec["model"],
+        status=RunStatus.QUEUED,
+        spec=dict(spec),
+        queue=new.queue,
+        priority=new.priority,
+        idempotency_key=new.idempotency_key,
+        max_attempts=new.max_attempts,
+        attempt=0,
+        epochs_done=0,
+        created_at=now,
+        queued_at=now,
+    )
+    tags = dict(new.tags or {})
+    values = {column: getattr(run, column) for column in RUN_COLUMNS}
+    run.run_id = insert_run(engine, new.experiment, values, params, tags)
+    return _to_record(run, new.experiment, tags)
 
 
 def find_idempotent_run(engine: Engine, key: str, spec: Mapping[str, Any]) -> RunRecord | None:

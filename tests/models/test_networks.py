@@ -49,6 +49,24 @@ def test_rnn_ignores_padding_after_each_sequence(tiny_spec) -> None:
         assert torch.allclose(net(x, lengths), net(padded, lengths), atol=1e-6)
 
 
+@pytest.mark.parametrize(("task", "cell"), [("sentiment", "lstm"), ("translation", "gru")])
+def test_encoding_over_the_padding_matches_packing(tiny_spec, task: str, cell: str) -> None:
+    """The GPU's encoder runs over the padding and reads each sequence's last output; on the
+    CPU it packs. Both summarise a batch of mixed lengths alike, and give a one-layer decoder
+    the same state."""
+    spec = tiny_spec(task, "rnn", cell=cell)
+    data = build_data(spec)
+    net = build_model(spec, data.dims).eval()
+    x, lengths = data.train.x[:32], data.train.lengths[:32]
+    assert lengths.unique().numel() > 1
+    with torch.no_grad():
+        packed_top, packed_state = net.encode(x, lengths)
+        padded_top, padded_state = net._encode_over_padding(x)
+    torch.testing.assert_close(padded_top, packed_top)
+    if cell != "lstm":
+        torch.testing.assert_close(padded_state, packed_state)
+
+
 def test_teacher_forcing_is_causal(tiny_spec) -> None:
     spec = tiny_spec("translation", "rnn")
     data = build_data(spec)
