@@ -31,6 +31,7 @@ class MLPConfig:
 
 class MLP(nn.Module):
     autoregressive = False  # every output position comes from one forward pass
+    graphable = True  # on CUDA: the same kernels for every batch of one size (models/graphs.py)
 
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()

@@ -53,6 +53,9 @@ class RNN(nn.Module):
         self._lstm = config.cell == "lstm"  # its state is a (hidden, cell) pair
         # the encoder's outputs are its whole state: one layer, and no LSTM cell state
         self._state_is_output = config.layers == 1 and not self._lstm
+        # on CUDA, every batch of one size runs the same kernels unless the encoder packs
+        packs_on_cuda = config.tokens and config.sequence_output and not self._state_is_output
+        self.graphable = not packs_on_cuda
         h = config.hidden
         self.embed = nn.Embedding(config.input_size, h, padding_idx=PAD) if config.tokens else None
         width = h if config.tokens else config.input_size
@@ -106,7 +109,7 @@ class RNN(nn.Module):
         embedded = self.drop(self.embed(x))  # (batch, time, hidden)
         out, _ = self.encoder(embedded, self._zeros(x.shape[0]))  # (batch, time, hidden)
         last = (x != PAD).sum(1) - 1  # padding comes after the tokens, so never reaches here
-        top = out[torch.arange(x.shape[0], device=x.device), last]  # (batch, hidden)
+        top = out.gather(1, last[:, None, None].expand(-1, 1, out.shape[2]))[:, 0]
         return top, top[None] if self._state_is_output else None
 
     def _decode_step(self, tokens: Tensor, context: Tensor, state: State) -> tuple[Tensor, State]:

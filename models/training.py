@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from models.checkpoint import TrainingState, capture, restore
 from models.data import Split, TaskData, build_data
+from models.graphs import WARMUP_STEPS, GraphedSteps
 from models.losses import timestep_losses, timestep_mask, total_loss
 from models.networks import build_model
 from models.spec import TrainSpec
@@ -70,28 +71,43 @@ def build_optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
     )
 
 
+def batch_sums(losses: Tensor, mask: Tensor, predicted: Tensor, y: Tensor) -> Tensor:
+    """Per-timestep loss sums, counts and correct counts, then exact matches, as one vector."""
+    correct = (predicted == y) & mask  # (sequences, steps)
+    exact = (correct | ~mask).all(1).sum()
+    sums = [losses.sum(0), mask.sum(0), correct.sum(0), exact[None]]
+    return torch.cat([part.double() for part in sums])
+
+
 class _Tally:
     """One split's per-batch losses and predictions, kept on the device and reduced once an
-    epoch: a few large reductions cost less than many small ones after every batch."""
+    epoch: a few large reductions cost less than many small ones after every batch. Batches
+    trained by a CUDA graph arrive already reduced (`add_sums`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, steps: int) -> None:
+        self.steps = steps  # the split's target width: token targets span >= 2 (token, <eos>)
+        self.sequences = 0
         self.parts: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # losses, mask, guess, y
+        self.sums: list[Tensor] = []
 
     def add(self, losses: Tensor, mask: Tensor, predicted: Tensor, y: Tensor) -> None:
         self.parts.append((losses.detach(), mask, predicted, y))
+        self.sequences += y.shape[0]
+
+    def add_sums(self, sums: Tensor, sequences: int) -> None:
+        self.sums.append(sums)
+        self.sequences += sequences
 
     def flat(self) -> Tensor:
-        """Per-timestep loss sums, counts and correct counts, then exact matches, as one vector."""
-        losses, mask, predicted, y = (torch.cat(c) for c in zip(*self.parts, strict=True))
-        correct = (predicted == y) & mask  # (sequences, steps)
-        exact = (correct | ~mask).all(1).sum()
-        sums = [losses.sum(0), mask.sum(0), correct.sum(0), exact[None]]
-        return torch.cat([part.double() for part in sums])
+        """`batch_sums` over every batch of the split."""
+        sums = list(self.sums)
+        if self.parts:
+            sums.append(batch_sums(*(torch.cat(c) for c in zip(*self.parts, strict=True))))
+        return torch.stack(sums).sum(0)
 
     def report(self, values: list[float]) -> SplitReport:
         """Turn the host copy of `flat()` into a report."""
-        steps = self.parts[0][3].shape[1]  # token targets always span >= 2 steps: token, <eos>
-        sequences = sum(part[3].shape[0] for part in self.parts)
+        steps, sequences = self.steps, self.sequences
         loss, count, correct = (values[i * steps : (i + 1) * steps] for i in range(3))
         seen = max(t + 1 for t in range(steps) if count[t] > 0)  # longest target tallied
         metric = sum(correct) / sum(count)
@@ -116,45 +132,76 @@ def _predict(model: nn.Module, x: Tensor, lengths: Tensor, logits: Tensor) -> Te
     return logits.argmax(-1)  # (batch, steps)
 
 
+def _step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, spec: TrainSpec, split: Split,
+    on_device: Tensor, index: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Forward, backward, clipping and SGD on the batch `on_device` (its CPU copy: `index`), on
+    gradients the caller has cleared; the batch's losses, mask, predictions and targets."""
+    x, y, y_len = split.x[on_device], split.y[on_device], split.y_len[on_device]
+    mask = timestep_mask(y_len, y.shape[1])  # (batch, steps)
+    logits = model(x, split.lengths[index], y)  # (batch, steps, classes)
+    losses = timestep_losses(logits, y, mask, spec.loss)  # (batch, steps)
+    total_loss(losses).backward()
+    if spec.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+    optimizer.step()
+    return losses.detach(), mask, logits.detach().argmax(-1), y
+
+
+def _graphed_steps(
+    model: nn.Module, optimizer: torch.optim.Optimizer, spec: TrainSpec, split: Split
+) -> GraphedSteps | None:
+    """A CUDA graph of the training step, where the model runs the same kernels for every
+    batch of one size and an epoch has enough full batches to be worth a capture."""
+    full_batches = len(split) // spec.batch_size
+    if split.y.device.type != "cuda" or not model.graphable or full_batches <= WARMUP_STEPS:
+        return None
+
+    def step(on_device: Tensor, index: Tensor) -> Tensor:
+        return batch_sums(*_step(model, optimizer, spec, split, on_device, index))
+
+    return GraphedSteps(step, optimizer, spec.batch_size, 3 * split.y.shape[1] + 1)
+
+
 def _train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, spec: TrainSpec, split: Split,
-    stop: threading.Event | None, steps_left: int | None,
+    stop: threading.Event | None, steps_left: int | None, graphed: GraphedSteps | None,
 ) -> tuple[_Tally, int, bool]:
     """One pass over shuffled batches; returns the tally, optimizer steps taken, and whether
     `stop` cut it short."""
     model.train()
-    device = split.y.device
-    tally = _Tally()
+    tally = _Tally(split.y.shape[1])
     order = torch.randperm(len(split))  # CPU: it also indexes the CPU-side lengths
-    # One copy an epoch: a copy from pageable memory waits for the GPU's queue to drain, and
-    # one per batch kept the CPU from running ahead of the GPU.
-    order_on_device = order.to(device)
-    taken = 0
+    # One copy an epoch, queued from pinned memory: a copy from pageable memory waits for the
+    # GPU's queue to drain, and one per batch kept the CPU from running ahead of the GPU.
+    on_device = order
+    if split.y.is_cuda:
+        on_device = order.pin_memory().to(split.y.device, non_blocking=True)
+    taken, graphed_sequences = 0, 0
     for start in range(0, len(split), spec.batch_size):
         if stop is not None and stop.is_set():
             return tally, taken, True
         if steps_left is not None and taken >= steps_left:
             break
         index = order[start : start + spec.batch_size]
-        on_device = order_on_device[start : start + spec.batch_size]
-        x, y, y_len = split.x[on_device], split.y[on_device], split.y_len[on_device]
-        mask = timestep_mask(y_len, y.shape[1])  # (batch, steps)
-        logits = model(x, split.lengths[index], y)  # (batch, steps, classes)
-        losses = timestep_losses(logits, y, mask, spec.loss)  # (batch, steps)
-        optimizer.zero_grad(set_to_none=True)
-        total_loss(losses).backward()
-        if spec.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
-        optimizer.step()
-        tally.add(losses, mask, logits.detach().argmax(-1), y)
+        batch = on_device[start : start + spec.batch_size]
+        if graphed is not None and len(index) == spec.batch_size:
+            graphed(batch, index)
+            graphed_sequences += len(index)
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            tally.add(*_step(model, optimizer, spec, split, batch, index))
         taken += 1
+    if graphed is not None and graphed_sequences:
+        tally.add_sums(graphed.take_sums(), graphed_sequences)
     return tally, taken, False
 
 
 @torch.no_grad()
 def _evaluate_tally(model: nn.Module, split: Split, loss: str) -> _Tally:
     model.eval()
-    tally = _Tally()
+    tally = _Tally(split.y.shape[1])
     for start in range(0, len(split), EVAL_BATCH):
         end = start + EVAL_BATCH
         x, y, y_len = split.x[start:end], split.y[start:end], split.y_len[start:end]
@@ -195,10 +242,13 @@ def fit_model(
     if resume is not None:
         restore(resume, model, optimizer)
         best, stale, first = resume.best, resume.stale, resume.epoch + 1
+    graphed = _graphed_steps(model, optimizer, spec, train)
     for epoch in range(first, spec.epochs + 1):
         started = time.perf_counter()
         left = None if max_steps is None else max_steps - steps
-        train_tally, taken, stopped = _train_epoch(model, optimizer, spec, train, stop, left)
+        train_tally, taken, stopped = _train_epoch(
+            model, optimizer, spec, train, stop, left, graphed
+        )
         steps += taken
         if stopped:
             return FitResult("stopped", epoch - 1, device, f"stop requested during epoch {epoch}")

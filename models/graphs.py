@@ -1,0 +1,86 @@
+"""A training step captured once as a CUDA graph and replayed for every full batch.
+
+A small network on a GPU is bound by kernel launches, not arithmetic: one step of the sentiment
+RNN (h64, batch 1024) launches about 150 kernels that run in under half a millisecond together,
+while launching them from Python takes several. A replay launches them all at once.
+
+The pattern is PyTorch's whole-network capture: a few eager steps on a side stream first (they
+are real training steps), then the capture (which runs nothing), then a replay per batch. The
+graph reads its batch through a fixed index tensor and adds the batch's loss and metric sums to
+a fixed accumulator, so no per-batch output has to be copied out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+WARMUP_STEPS = 3  # eager steps before the capture, as PyTorch's CUDA graph notes advise
+
+# (device index, CPU index) -> per-batch sums (see models/training.py, `batch_sums`)
+Step = Callable[[Tensor, Tensor], Tensor]
+
+
+class GraphedSteps:
+    """Runs `step` for full batches of `batch_size`: eagerly for the first few, then by replay.
+
+    `step` must zero nothing and must not read the host: it runs forward, backward and the
+    optimizer on the batch its index names and returns the batch's sums. Gradients are set to
+    None before the capture, so the captured backward writes them afresh on every replay.
+    """
+
+    def __init__(
+        self, step: Step, optimizer: torch.optim.Optimizer, batch_size: int, width: int
+    ) -> None:
+        self.step, self.optimizer = step, optimizer
+        self.index = torch.zeros(batch_size, dtype=torch.long, device="cuda")
+        self.sums = torch.zeros(width, dtype=torch.float64, device="cuda")
+        self.stream = torch.cuda.Stream()
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager_steps = 0
+        self.failed = False
+
+    def __call__(self, on_device: Tensor, index: Tensor) -> None:
+        """One training step on the full batch `on_device` (its CPU copy: `index`)."""
+        self.index.copy_(on_device)  # device to device, queued: the graph reads it from here
+        if self.graph is None and (self.eager_steps < WARMUP_STEPS or self.failed):
+            self._eager(index)
+            return
+        if self.graph is None:
+            self._capture(index)
+            if self.graph is None:
+                self._eager(index)
+                return
+        self.graph.replay()
+
+    def take_sums(self) -> Tensor:
+        """The sums added since the last call (device tensor), and a zeroed accumulator."""
+        sums = self.sums.clone()
+        self.sums.zero_()
+        return sums
+
+    def _eager(self, index: Tensor) -> None:
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.sums.add_(self.step(self.index, index))
+        torch.cuda.current_stream().wait_stream(self.stream)
+        self.eager_steps += 1
+
+    def _capture(self, index: Tensor) -> None:
+        graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            with torch.cuda.graph(graph, stream=self.stream):
+                self.sums.add_(self.step(self.index, index))
+        except RuntimeError as exc:
+            # Training goes on eagerly: slower, never wrong.
+            log.warning("CUDA graph capture failed; training eagerly: %s", exc)
+            self.failed = True
+            return
+        self.graph = graph
