@@ -138,9 +138,10 @@ def _step(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Forward, backward, clipping and SGD on the batch `on_device` (its CPU copy: `index`), on
     gradients the caller has cleared; the batch's losses, mask, predictions and targets."""
-    x, y, y_len = split.x[on_device], split.y[on_device], split.y_len[on_device]
+    # index_select, not x[index]: the same gather with less dispatch on the CPU
+    x, y, y_len = (t.index_select(0, on_device) for t in (split.x, split.y, split.y_len))
     mask = timestep_mask(y_len, y.shape[1])  # (batch, steps)
-    logits = model(x, split.lengths[index], y)  # (batch, steps, classes)
+    logits = model(x, split.lengths.index_select(0, index), y)  # (batch, steps, classes)
     losses = timestep_losses(logits, y, mask, spec.loss)  # (batch, steps)
     total_loss(losses).backward()
     if spec.grad_clip > 0:
