@@ -357,9 +357,10 @@ def report(
         f"expq / Celery (median): **{ratio:.2f}x** (target ≤ {LATENCY_TARGET:g}x: "
         f"{'met' if ratio <= LATENCY_TARGET else 'NOT met'})",
         "",
-        "expq's submit includes the durable insert of the run (a transaction and its commit: "
-        "the database is the source of truth), which a Celery no-op has no counterpart for; "
-        "publish-to-start is the part that compares with Celery's own delivery.",
+        "expq's submit includes the durable insert of the run (on PostgreSQL one statement, "
+        "committed before the message goes out: the database is the source of truth), which a "
+        "Celery no-op has no counterpart for; publish-to-start is the part that compares with "
+        "Celery's own delivery.",
         "",
         "## (b) Throughput",
         "",
