@@ -140,7 +140,7 @@ def spec_from_dict(raw: dict[str, Any]) -> TrainSpec:
         epochs=_ranged("epochs", merged["epochs"], int, 1, 100_000),
         batch_size=_ranged("batch_size", merged["batch_size"], int, 1, 65_536),
         loss=_choice("loss", merged["loss"], LOSSES),
-        seq_len=_ranged("seq_len", merged["seq_len"], int, 1, 512),
+        seq_len=_ranged(f"seq_len ({task})", merged["seq_len"], int, *TASKS[task].seq_len),
         samples=_ranged("samples", merged["samples"], int, 10, 1_000_000),
         seed=_ranged("seed", merged["seed"], int, 0, 2**31 - 1),
         device=_choice("device", merged["device"], DEVICES),

@@ -1,9 +1,9 @@
 """Checkpoints in the database, so that a fleet across machines can resume any run.
 
-One row per run holds its latest state (models.checkpoint.TrainingState as bytes), written
-after the epoch's losses and fenced by the same attempt. A crash between the two leaves the
-checkpoint one epoch behind the losses; a resume copies only the epochs the checkpoint covers
-and trains the rest again, so the two never disagree.
+One row per run holds its latest state (models.checkpoint.TrainingState as bytes), written in
+the transaction that records its epoch (service/lifecycle.py), fenced by the same attempt: the
+epochs a run has recorded and its checkpoint never disagree, and a resume copies the losses of
+exactly the epochs the checkpoint covers.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.orm import Session
 
 from service.db import session_scope
 from service.records import utcnow
@@ -25,23 +26,14 @@ class StoredCheckpoint:
     state: bytes
 
 
-def save_checkpoint(engine: Engine, run_id: int, attempt: int, epoch: int, state: bytes) -> bool:
-    """Replace the run's checkpoint while `attempt` holds it; False when no longer ours."""
-    with session_scope(engine) as session:
-        held = session.scalar(
-            select(Run.run_id)
-            .where(Run.run_id == run_id, Run.attempt == attempt, Run.status == RunStatus.RUNNING)
-            .with_for_update()
+def store_checkpoint(session: Session, run_id: int, attempt: int, epoch: int, state: bytes) -> None:
+    """Replace the run's checkpoint, in a transaction that has checked `attempt` holds the run."""
+    session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
+    session.execute(
+        insert(Checkpoint).values(
+            run_id=run_id, attempt=attempt, epoch=epoch, state=state, created_at=utcnow()
         )
-        if held is None:
-            return False
-        session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
-        session.execute(
-            insert(Checkpoint).values(
-                run_id=run_id, attempt=attempt, epoch=epoch, state=state, created_at=utcnow()
-            )
-        )
-        return True
+    )
 
 
 def load_checkpoint(engine: Engine, run_id: int) -> StoredCheckpoint | None:

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
+from service.checkpoints import store_checkpoint
 from service.db import session_scope
 from service.loss_rows import SplitLosses, finite_or_none, insert_losses
 from service.records import utcnow
@@ -146,7 +147,12 @@ def renew_lease(engine: Engine, run_id: int, attempt: int, lease_seconds: float)
 
 
 def _record_epoch(
-    session: Session, run_id: int, attempt: int, epoch: int, splits: Mapping[str, SplitLosses]
+    session: Session,
+    run_id: int,
+    attempt: int,
+    epoch: int,
+    splits: Mapping[str, SplitLosses],
+    checkpoint: bytes | None = None,
 ) -> None:
     current = session.execute(
         select(Run.best_train_loss, Run.best_val_loss).where(_held(run_id, attempt))
@@ -167,14 +173,22 @@ def _record_epoch(
     if result.rowcount != 1:  # reaped or cancelled since the read above
         raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
     insert_losses(session, run_id, attempt, epoch, splits)
+    if checkpoint is not None:
+        store_checkpoint(session, run_id, attempt, epoch, checkpoint)
 
 
 def record_epoch(
-    engine: Engine, run_id: int, attempt: int, epoch: int, splits: Mapping[str, SplitLosses]
+    engine: Engine,
+    run_id: int,
+    attempt: int,
+    epoch: int,
+    splits: Mapping[str, SplitLosses],
+    checkpoint: bytes | None = None,
 ) -> None:
-    """One epoch's losses in one batched insert, with the run's summary, in one transaction."""
+    """One epoch's losses in one batched insert, with the run's summary and the checkpoint
+    after that epoch, in one transaction; LeaseLost when the attempt no longer holds the run."""
     with session_scope(engine) as session:
-        _record_epoch(session, run_id, attempt, epoch, splits)
+        _record_epoch(session, run_id, attempt, epoch, splits, checkpoint)
 
 
 def finish_run(
@@ -185,12 +199,12 @@ def finish_run(
     *,
     error: str | None = None,
     traceback: str | None = None,
-    last_epoch: tuple[int, Mapping[str, SplitLosses]] | None = None,
+    last_epoch: tuple[int, Mapping[str, SplitLosses], bytes | None] | None = None,
 ) -> None:
     """running → a terminal status, fenced by the attempt; LeaseLost when no longer ours.
 
-    `last_epoch` (epoch, splits) is written in the same transaction: a run's final epoch and
-    its outcome commit together, one commit fewer per run.
+    `last_epoch` (epoch, splits, checkpoint) is written in the same transaction: a run's final
+    epoch and its outcome commit together, one commit fewer per run.
     """
     with session_scope(engine) as session:
         if last_epoch is not None:

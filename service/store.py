@@ -49,14 +49,17 @@ class NewRun:
 def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
     from models.spec import PARAM_NAMES
 
+    # A row written by hand may hold any JSON: its run fails at the claim with the reason, and
+    # listings must still show it.
+    spec = dict(run.spec) if isinstance(run.spec, dict) else {}
     return RunRecord(
         id=run.run_id,
         experiment=experiment,
         task=run.task,
         model=run.model,
         status=run.status,
-        params={name: run.spec.get(name) for name in PARAM_NAMES},
-        spec=dict(run.spec),
+        params={name: spec.get(name) for name in PARAM_NAMES},
+        spec=spec,
         tags=tags,
         queue=run.queue,
         priority=run.priority,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,19 @@ from service.records import RunRecord
 from service.store import NewRun, create_run, delete_queued_run, find_idempotent_run, save_dataset
 
 
-def read_data_file(path: Path, task: str, source: str) -> tuple[str, bytes]:
-    """Validate a user's JSONL file for `task`; its sha256 and bytes."""
+@dataclass(frozen=True)
+class DataFile:
+    """A user's JSONL file, validated for its task."""
+
+    sha256: str
+    content: bytes
+    width: int | None  # numbers per input of a vector task; None for token inputs
+
+
+def read_data_file(path: Path, task: str, source: str) -> DataFile:
+    """Read and validate a user's JSONL file for `task`."""
     from models.jsonl import MAX_DATA_BYTES, DataError, parse_jsonl
+    from models.registry import TASKS
 
     if not path.is_file():
         raise InputError(f"{source} file not found: {path}")
@@ -29,10 +39,11 @@ def read_data_file(path: Path, task: str, source: str) -> tuple[str, bytes]:
         )
     content = path.read_bytes()
     try:
-        parse_jsonl(content, task, path.name)
+        rows = parse_jsonl(content, task, path.name)
     except DataError as exc:
         raise InputError(str(exc)) from None
-    return hashlib.sha256(content).hexdigest(), content
+    width = len(rows[0]["input"]) if TASKS[task].input_kind == "vector" else None
+    return DataFile(hashlib.sha256(content).hexdigest(), content, width)
 
 
 def validate_spec(raw: Mapping[str, Any]):  # noqa: ANN201 - models.spec.TrainSpec, imported lazily
@@ -48,22 +59,25 @@ def prepare_spec(
     raw: Mapping[str, Any],
     data: Path | None,
     val_data: Path | None,
-    read: Callable[[Path, str, str], tuple[str, bytes]] = read_data_file,
+    read: Callable[[Path, str, str], DataFile] = read_data_file,
 ) -> tuple[Any, dict[str, bytes]]:
     """The validated spec with its data files' digests, and the files' bytes by digest.
 
     A sweep passes a cached `read`, so that each file is read and checked once per task."""
     spec = validate_spec(raw)
-    files: dict[str, bytes] = {}
-    digests: dict[str, str] = {}
-    for field, path in (("data", data), ("val_data", val_data)):
-        if path is not None:
-            digest, content = read(path, spec.task, field.replace("_", "-"))
-            files[digest] = content
-            digests[field] = digest
-    if digests:
-        spec = validate_spec({**spec.to_dict(), **digests})
-    return spec, files
+    read_files = {
+        field: read(path, spec.task, field.replace("_", "-"))
+        for field, path in (("data", data), ("val_data", val_data))
+        if path is not None
+    }
+    if len(read_files) == 2 and read_files["data"].width != read_files["val_data"].width:
+        raise InputError(
+            f"--val-data inputs have {read_files['val_data'].width} numbers but --data inputs "
+            f"have {read_files['data'].width}; both files must have the same input length"
+        )
+    if read_files:
+        spec = validate_spec({**spec.to_dict(), **{f: d.sha256 for f, d in read_files.items()}})
+    return spec, {d.sha256: d.content for d in read_files.values()}
 
 
 def _same_submission(existing: RunRecord, new: NewRun) -> None:

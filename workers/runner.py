@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from service.checkpoints import adopt_checkpoint, load_checkpoint, save_checkpoint
+from service.checkpoints import adopt_checkpoint, load_checkpoint
 from service.config import Settings
 from service.lifecycle import (
     LeaseLost,
@@ -196,16 +196,13 @@ def _train(
     def on_epoch(report) -> None:  # noqa: ANN001 - models.training.EpochReport
         splits = {"train": report.train, "val": report.val}
         started = time.perf_counter()
-        # The losses before the checkpoint: a checkpoint must never cover an epoch whose rows
-        # are missing, since a resume copies the rows of the epochs it covers. The last epoch's
-        # rows are written with the outcome; a crash before that finds a checkpoint at the last
-        # epoch, which no resume uses (the run trains again from epoch 1).
+        # An epoch's losses and the checkpoint after it commit together; the last epoch's
+        # commit with the outcome.
+        epoch = (report.epoch, splits, report.checkpoint.to_bytes())
         if report.epoch == spec.epochs:
-            last.append((report.epoch, splits))
+            last.append(epoch)
         else:
-            record_epoch(engine, run_id, attempt, report.epoch, splits)
-        if not save_checkpoint(engine, run_id, attempt, report.epoch, report.checkpoint.to_bytes()):
-            raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
+            record_epoch(engine, run_id, attempt, *epoch)
         phases.epoch_writes += time.perf_counter() - started
         if spec.prune and report.epoch > spec.prune_warmup and report.epoch < spec.epochs:
             reason = prune_reason(engine, run_id, report.epoch, report.val.total)

@@ -42,3 +42,16 @@ def test_invalid_values_are_refused_with_one_line(field: str, value: object, mes
         spec_from_dict(raw)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("task", "honoured", "refused"),
+    [("binary", 512, 513), ("sentiment", 3, 2), ("captioning", 18, 19), ("translation", 5, 4)],
+)
+def test_seq_len_is_bounded_by_what_the_task_generates(
+    task: str, honoured: int, refused: int
+) -> None:
+    """Captions have at most 18 words: a longer seq_len would be silently ignored."""
+    assert spec_from_dict({"task": task, "model": "rnn", "seq_len": honoured}).seq_len == honoured
+    with pytest.raises(SpecError, match=rf"seq_len \({task}\) must be in \[\d+, \d+\]; got"):
+        spec_from_dict({"task": task, "model": "rnn", "seq_len": refused})

@@ -79,6 +79,27 @@ def test_bad_jsonl_is_refused_with_its_line_number(
     assert not (tmp_path / "expq.db").exists()
 
 
+def test_val_data_of_another_input_length_is_refused_at_submit(
+    tmp_path: Path, embedded_broker_url: str
+) -> None:
+    data, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    data.write_text('{"input": [1, 2], "target": 0}\n{"input": [3, 4], "target": 1}\n')
+    val.write_text('{"input": [1, 2, 3], "target": 0}\n{"input": [4, 5, 6], "target": 1}\n')
+    env = expq_env(tmp_path, f"sqlite:///{tmp_path / 'expq.db'}", embedded_broker_url)
+    result = run_cli(
+        env, "submit", "--task", "binary", "--model", "mlp", "--data", str(data),
+        "--val-data", str(val),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "--val-data inputs have 3 numbers but --data inputs have 2; "
+        "both files must have the same input length\n"
+    )
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "expq.db").exists()
+    assert redis.Redis.from_url(embedded_broker_url).dbsize() == 0
+
+
 def test_a_dead_broker_exits_1_masked_and_leaves_no_run(tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'expq.db'}"
     env = expq_env(tmp_path, database_url, f"redis://:hunter2@127.0.0.1:{free_port()}/0")

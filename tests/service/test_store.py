@@ -41,6 +41,34 @@ def test_a_new_run_is_queued_with_its_params_and_tags(engine) -> None:  # noqa: 
     assert stored.to_json()["created_at"].endswith("+00:00")
 
 
+def test_every_run_of_an_experiment_keeps_its_params_and_tags(engine) -> None:  # noqa: ANN001
+    """An experiment's first run creates it; later ones insert in one statement on PostgreSQL."""
+    runs = [new_run(engine, lr=lr, hidden=hidden) for lr, hidden in ((0.05, 8), (0.2, 16))]
+    spec = spec_from_dict({"task": "binary", "model": "mlp", "dropout": 0.5})
+    untagged = create_run(engine, spec.to_dict(), spec.params(), NewRun("exp", "cpu"))
+    stored = get_runs(engine, [run.id for run in runs] + [untagged.id])
+    assert [(r.params["lr"], r.params["hidden"], r.tags) for r in stored] == [
+        (0.05, 8, {"team": "a"}),
+        (0.2, 16, {"team": "a"}),
+        (0.1, 64, {}),
+    ]
+    assert {r.experiment for r in stored} == {"exp"}
+    assert stored[2].params["dropout"] == 0.5 and stored[2].params["model"] == "mlp"
+    assert [r.id for r in list_runs(engine, where="dropout = 0.5")] == [untagged.id]
+
+
+def test_a_run_whose_stored_spec_is_not_an_object_still_lists(engine) -> None:  # noqa: ANN001
+    from sqlalchemy import update
+
+    from service.schema import Run
+
+    run = new_run(engine)
+    with session_scope(engine) as session:
+        session.execute(update(Run).where(Run.run_id == run.id).values(spec=["not", "a", "spec"]))
+    (listed,) = list_runs(engine)
+    assert (listed.id, listed.spec, listed.params["lr"]) == (run.id, {}, None)
+
+
 def test_list_runs_filters_and_sorts(engine) -> None:  # noqa: ANN001
     first = new_run(engine, task="binary", experiment="one")
     second = new_run(engine, task="sentiment", experiment="two")
