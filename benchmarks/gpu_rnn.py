@@ -200,8 +200,8 @@ def main() -> None:
         "# The RNN on CUDA through a real expq worker",
         "",
         *machine(),
-        f"- sizes: {', '.join(f'{k}={v}' for k, v in SIZE.items())}; samples and epochs per "
-        f"device: {budget}",
+        f"- sizes: {', '.join(f'{k}={v}' for k, v in SIZE.items())} (captioning: seq_len=18, "
+        f"its longest caption); samples and epochs per device: {budget}",
         "",
         "| task | device asked | device recorded | status | train samples/s | setup ms | "
         "writes ms |",
