@@ -82,16 +82,10 @@ def test_host_to_device_copies_do_not_grow_with_batches(tiny_spec, task: str, ce
 
 @pytest.mark.parametrize(("task", "cell"), [("sentiment", "gru"), ("translation", "gru"),
                                             ("translation", "lstm")])  # fmt: skip
-def test_cuda_encoder_matches_the_cpu_one(
-    tiny_spec, no_tf32, task: str, cell: str
-) -> None:
+def test_cuda_encoder_matches_the_cpu_one(mixed_batch, no_tf32, task: str, cell: str) -> None:
     """Over the padding (one GRU layer) or packed in an order sorted on the GPU (LSTM), the
     CUDA encoder summarises a batch of mixed lengths as the packed CPU encoder does."""
-    spec = tiny_spec(task, "rnn", cell=cell)
-    data = build_data(spec)
-    net = build_model(spec, data.dims).eval()
-    x, lengths = data.train.x[:32], data.train.lengths[:32]
-    assert lengths.unique().numel() > 1
+    net, x, lengths = mixed_batch(task, cell)
     with torch.no_grad():
         cpu_top, _ = net.encode(x, lengths)
         cuda_top, _ = net.cuda().encode(x.cuda(), lengths)

@@ -50,15 +50,11 @@ def test_rnn_ignores_padding_after_each_sequence(tiny_spec) -> None:
 
 
 @pytest.mark.parametrize(("task", "cell"), [("sentiment", "lstm"), ("translation", "gru")])
-def test_encoding_over_the_padding_matches_packing(tiny_spec, task: str, cell: str) -> None:
+def test_encoding_over_the_padding_matches_packing(mixed_batch, task: str, cell: str) -> None:
     """The GPU's encoder runs over the padding and reads each sequence's last output; on the
     CPU it packs. Both summarise a batch of mixed lengths alike, and give a one-layer decoder
     the same state."""
-    spec = tiny_spec(task, "rnn", cell=cell)
-    data = build_data(spec)
-    net = build_model(spec, data.dims).eval()
-    x, lengths = data.train.x[:32], data.train.lengths[:32]
-    assert lengths.unique().numel() > 1
+    net, x, lengths = mixed_batch(task, cell)
     with torch.no_grad():
         packed_top, packed_state = net.encode(x, lengths)
         padded_top, padded_state = net._encode_over_padding(x)
