@@ -1,13 +1,13 @@
-"""A training step captured once as a CUDA graph and replayed for every full batch.
+"""A training or evaluation step captured once as a CUDA graph and replayed for every full batch.
 
 A small network on a GPU is bound by kernel launches, not arithmetic: one step of the sentiment
 RNN (h64, batch 1024) launches about 150 kernels that run in under half a millisecond together,
 while launching them from Python takes several. A replay launches them all at once.
 
 The pattern is PyTorch's whole-network capture: a few eager steps on a side stream first (they
-are real training steps), then the capture (which runs nothing), then a replay per batch. The
-graph reads its batch through a fixed index tensor and adds the batch's loss and metric sums to
-a fixed accumulator, so no per-batch output has to be copied out.
+are real steps), then the capture (which runs nothing), then a replay per batch. The graph reads
+its batch through a fixed index tensor and adds the batch's loss and metric sums to a fixed
+accumulator, so no per-batch output has to be copied out.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ Step = Callable[[Tensor, Tensor], Tensor]
 class GraphedSteps:
     """Runs `step` for full batches of `batch_size`: eagerly for the first few, then by replay.
 
-    `step` must zero nothing and must not read the host: it runs forward, backward and the
-    optimizer on the batch its index names and returns the batch's sums. Gradients are set to
-    None before the capture, so the captured backward writes them afresh on every replay.
+    `step` must not wait on the GPU (no `.item()`, no copy to the host): it runs the batch its
+    index names and returns the batch's sums. With an `optimizer` (a training step: forward,
+    backward, optimizer step), gradients are set to None before each eager step and before the
+    capture, so the captured backward writes them afresh on every replay.
     """
 
     def __init__(
-        self, step: Step, optimizer: torch.optim.Optimizer, batch_size: int, width: int
+        self, step: Step, optimizer: torch.optim.Optimizer | None, batch_size: int, width: int
     ) -> None:
         self.step, self.optimizer = step, optimizer
         self.index = torch.zeros(batch_size, dtype=torch.long, device="cuda")
@@ -67,14 +68,14 @@ class GraphedSteps:
     def _eager(self, index: Tensor) -> None:
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
-            self.optimizer.zero_grad(set_to_none=True)
+            self._clear_gradients()
             self.sums.add_(self.step(self.index, index))
         torch.cuda.current_stream().wait_stream(self.stream)
         self.eager_steps += 1
 
     def _capture(self, index: Tensor) -> None:
         graph = torch.cuda.CUDAGraph()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._clear_gradients()
         try:
             with torch.cuda.graph(graph, stream=self.stream):
                 self.sums.add_(self.step(self.index, index))
@@ -84,3 +85,7 @@ class GraphedSteps:
             self.failed = True
             return
         self.graph = graph
+
+    def _clear_gradients(self) -> None:
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from models.checkpoint import TrainingState, capture, restore
 from models.data import Split, TaskData, build_data
-from models.graphs import WARMUP_STEPS, GraphedSteps
+from models.graphs import GraphedSteps
 from models.losses import timestep_losses, timestep_mask, total_loss
 from models.networks import build_model
 from models.spec import TrainSpec
@@ -150,19 +150,15 @@ def _step(
     return losses.detach(), mask, logits.detach().argmax(-1), y
 
 
-def _graphed_steps(
-    model: nn.Module, optimizer: torch.optim.Optimizer, spec: TrainSpec, split: Split
+def _graphed(
+    model: nn.Module, split: Split, batch_size: int, step: Callable[[Tensor, Tensor], Tensor],
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> GraphedSteps | None:
-    """A CUDA graph of the training step, where the model runs the same kernels for every
-    batch of one size and an epoch has enough full batches to be worth a capture."""
-    full_batches = len(split) // spec.batch_size
-    if split.y.device.type != "cuda" or not model.graphable or full_batches <= WARMUP_STEPS:
+    """`step` as a CUDA graph, where the model runs the same kernels for every batch of one
+    size and the split has a full batch."""
+    if split.y.device.type != "cuda" or not model.graphable or len(split) < batch_size:
         return None
-
-    def step(on_device: Tensor, index: Tensor) -> Tensor:
-        return batch_sums(*_step(model, optimizer, spec, split, on_device, index))
-
-    return GraphedSteps(step, optimizer, spec.batch_size, 3 * split.y.shape[1] + 1)
+    return GraphedSteps(step, optimizer, batch_size, 3 * split.y.shape[1] + 1)
 
 
 def _train_epoch(
@@ -200,17 +196,36 @@ def _train_epoch(
 
 
 @torch.no_grad()
-def _evaluate_tally(model: nn.Module, split: Split, loss: str) -> _Tally:
+def _eval_step(
+    model: nn.Module, split: Split, loss: str, on_device: Tensor, index: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The batch's losses (teacher-forced: the loss the notes define), mask, predictions (greedy
+    for sequence outputs) and targets."""
+    x, y, y_len = (t.index_select(0, on_device) for t in (split.x, split.y, split.y_len))
+    lengths = split.lengths.index_select(0, index)
+    mask = timestep_mask(y_len, y.shape[1])
+    logits = model(x, lengths, y)
+    losses = timestep_losses(logits, y, mask, loss)  # (batch, steps)
+    return losses, mask, _predict(model, x, lengths, logits), y
+
+
+def _evaluate_tally(
+    model: nn.Module, split: Split, loss: str, graphed: GraphedSteps | None = None
+) -> _Tally:
     model.eval()
     tally = _Tally(split.y.shape[1])
+    order = torch.arange(len(split))
+    on_device = torch.arange(len(split), device=split.y.device)
+    graphed_sequences = 0
     for start in range(0, len(split), EVAL_BATCH):
-        end = start + EVAL_BATCH
-        x, y, y_len = split.x[start:end], split.y[start:end], split.y_len[start:end]
-        lengths = split.lengths[start:end]
-        mask = timestep_mask(y_len, y.shape[1])
-        logits = model(x, lengths, y)  # teacher-forced: the loss the notes define
-        losses = timestep_losses(logits, y, mask, loss)  # (batch, steps)
-        tally.add(losses, mask, _predict(model, x, lengths, logits), y)
+        index, batch = order[start : start + EVAL_BATCH], on_device[start : start + EVAL_BATCH]
+        if graphed is not None and len(index) == EVAL_BATCH:
+            graphed(batch, index)
+            graphed_sequences += len(index)
+        else:
+            tally.add(*_eval_step(model, split, loss, batch, index))
+    if graphed is not None and graphed_sequences:
+        tally.add_sums(graphed.take_sums(), graphed_sequences)
     return tally
 
 
@@ -243,17 +258,26 @@ def fit_model(
     if resume is not None:
         restore(resume, model, optimizer)
         best, stale, first = resume.best, resume.stale, resume.epoch + 1
-    graphed = _graphed_steps(model, optimizer, spec, train)
+
+    def train_step(on_device: Tensor, index: Tensor) -> Tensor:
+        return batch_sums(*_step(model, optimizer, spec, train, on_device, index))
+
+    def val_step(on_device: Tensor, index: Tensor) -> Tensor:
+        return batch_sums(*_eval_step(model, val, spec.loss, on_device, index))
+
+    # Each split's step as a CUDA graph, captured once for the whole fit.
+    train_graph = _graphed(model, train, spec.batch_size, train_step, optimizer)
+    val_graph = _graphed(model, val, EVAL_BATCH, val_step)
     for epoch in range(first, spec.epochs + 1):
         started = time.perf_counter()
         left = None if max_steps is None else max_steps - steps
         train_tally, taken, stopped = _train_epoch(
-            model, optimizer, spec, train, stop, left, graphed
+            model, optimizer, spec, train, stop, left, train_graph
         )
         steps += taken
         if stopped:
             return FitResult("stopped", epoch - 1, device, f"stop requested during epoch {epoch}")
-        val_tally = _evaluate_tally(model, val, spec.loss)
+        val_tally = _evaluate_tally(model, val, spec.loss, val_graph)
         # sync: the epoch's single device->host transfer, every loss and metric at once
         train_values = train_tally.flat()
         values = torch.cat([train_values, val_tally.flat()]).tolist()

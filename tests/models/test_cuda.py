@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+from models import training
 from models.data import build_data
 from models.graphs import GraphedSteps
 from models.networks import build_model
@@ -97,8 +98,8 @@ def test_cuda_encoder_matches_the_cpu_one(mixed_batch, no_tf32, task: str, cell:
 def test_graphed_cuda_training_follows_the_cpu(
     tiny_spec, no_tf32, monkeypatch: pytest.MonkeyPatch, task: str, model: str
 ) -> None:
-    """Replayed from a CUDA graph, training gives the losses that eager CPU training gives from
-    the same seed, to float rounding."""
+    """Replayed from CUDA graphs (training and evaluation), a fit gives the losses and metrics
+    that eager CPU training gives from the same seed, to float rounding."""
     captures: list[bool] = []
     capture = GraphedSteps._capture
 
@@ -107,11 +108,15 @@ def test_graphed_cuda_training_follows_the_cpu(
         captures.append(self.graph is not None)
 
     monkeypatch.setattr(GraphedSteps, "_capture", counted)
+    monkeypatch.setattr(training, "EVAL_BATCH", 32)  # 80 val rows: 2 full batches an epoch
     sizes = {"cell": "gru", "epochs": 3, "samples": 400, "batch_size": 32}
-    losses = {}
+    losses, metrics = {}, {}
     for device in ("cpu", "cuda"):
         reports: list[EpochReport] = []
         fit(tiny_spec(task, model, device=device, **sizes), on_epoch=reports.append)
-        losses[device] = [r.train.total for r in reports] + [r.val.total for r in reports]
-    assert captures == [True]  # one capture, on CUDA, and it succeeded
+        losses[device] = [v for r in reports for v in (r.train.total, r.val.total)]
+        metrics[device] = [v for r in reports for v in (r.train.metric, r.val.metric)]
+    assert captures == [True, True]  # on CUDA: the training step, then the evaluation step
     assert losses["cuda"] == pytest.approx(losses["cpu"], rel=1e-2)
+    # a prediction near a tie may fall either way: a few of 80 val rows
+    assert metrics["cuda"] == pytest.approx(metrics["cpu"], abs=0.05)
