@@ -38,32 +38,37 @@ class GraphedSteps:
     def __init__(
         self, step: Step, optimizer: torch.optim.Optimizer | None, batch_size: int, width: int
     ) -> None:
-        self.step, self.optimizer = step, optimizer
+        self.step, self.optimizer, self.batch_size = step, optimizer, batch_size
         self.index = torch.zeros(batch_size, dtype=torch.long, device="cuda")
         self.sums = torch.zeros(width, dtype=torch.float64, device="cuda")
+        self.sequences = 0  # the batches in `sums`, in rows
         self.stream = torch.cuda.Stream()
         self.graph: torch.cuda.CUDAGraph | None = None
         self.eager_steps = 0
         self.failed = False
 
-    def __call__(self, on_device: Tensor, index: Tensor) -> None:
-        """One training step on the full batch `on_device` (its CPU copy: `index`)."""
-        self.index.copy_(on_device)  # device to device, queued: the graph reads it from here
-        if self.graph is None and (self.eager_steps < WARMUP_STEPS or self.failed):
-            self._eager(index)
-            return
-        if self.graph is None:
-            self._capture(index)
-            if self.graph is None:
-                self._eager(index)
-                return
-        self.graph.replay()
+    def fits(self, index: Tensor) -> bool:
+        """Whether the batch `index` names is a full one, which this runs."""
+        return len(index) == self.batch_size
 
-    def take_sums(self) -> Tensor:
-        """The sums added since the last call (device tensor), and a zeroed accumulator."""
-        sums = self.sums.clone()
+    def __call__(self, on_device: Tensor, index: Tensor) -> None:
+        """One step on the full batch `on_device` (its CPU copy: `index`)."""
+        self.index.copy_(on_device)  # device to device, queued: the graph reads it from here
+        if self.graph is None and not self.failed and self.eager_steps >= WARMUP_STEPS:
+            self._capture(index)
+        if self.graph is None:
+            self._eager(index)
+        else:
+            self.graph.replay()
+        self.sequences += self.batch_size
+
+    def take_sums(self) -> tuple[Tensor, int]:
+        """The sums added since the last call (a device tensor) and the rows they cover; the
+        accumulator starts again from zero."""
+        sums, sequences = self.sums.clone(), self.sequences
         self.sums.zero_()
-        return sums
+        self.sequences = 0
+        return sums, sequences
 
     def _eager(self, index: Tensor) -> None:
         self.stream.wait_stream(torch.cuda.current_stream())

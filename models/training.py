@@ -82,7 +82,7 @@ def batch_sums(losses: Tensor, mask: Tensor, predicted: Tensor, y: Tensor) -> Te
 class _Tally:
     """One split's per-batch losses and predictions, kept on the device and reduced once an
     epoch: a few large reductions cost less than many small ones after every batch. Batches
-    trained by a CUDA graph arrive already reduced (`add_sums`)."""
+    run by a CUDA graph arrive already reduced (`add_graphed`)."""
 
     def __init__(self, steps: int) -> None:
         self.steps = steps  # the split's target width: token targets span >= 2 (token, <eos>)
@@ -94,9 +94,12 @@ class _Tally:
         self.parts.append((losses.detach(), mask, predicted, y))
         self.sequences += y.shape[0]
 
-    def add_sums(self, sums: Tensor, sequences: int) -> None:
-        self.sums.append(sums)
-        self.sequences += sequences
+    def add_graphed(self, graphed: GraphedSteps | None) -> None:
+        """The sums of the batches `graphed` ran since it was last asked."""
+        if graphed is not None and graphed.sequences:
+            sums, sequences = graphed.take_sums()
+            self.sums.append(sums)
+            self.sequences += sequences
 
     def flat(self) -> Tensor:
         """`batch_sums` over every batch of the split."""
@@ -175,7 +178,7 @@ def _train_epoch(
     on_device = order
     if split.y.is_cuda:
         on_device = order.pin_memory().to(split.y.device, non_blocking=True)
-    taken, graphed_sequences = 0, 0
+    taken = 0
     for start in range(0, len(split), spec.batch_size):
         if stop is not None and stop.is_set():
             return tally, taken, True
@@ -183,15 +186,13 @@ def _train_epoch(
             break
         index = order[start : start + spec.batch_size]
         batch = on_device[start : start + spec.batch_size]
-        if graphed is not None and len(index) == spec.batch_size:
+        if graphed is not None and graphed.fits(index):
             graphed(batch, index)
-            graphed_sequences += len(index)
         else:
             optimizer.zero_grad(set_to_none=True)
             tally.add(*_step(model, optimizer, spec, split, batch, index))
         taken += 1
-    if graphed is not None and graphed_sequences:
-        tally.add_sums(graphed.take_sums(), graphed_sequences)
+    tally.add_graphed(graphed)
     return tally, taken, False
 
 
@@ -216,16 +217,13 @@ def _evaluate_tally(
     tally = _Tally(split.y.shape[1])
     order = torch.arange(len(split))
     on_device = torch.arange(len(split), device=split.y.device)
-    graphed_sequences = 0
     for start in range(0, len(split), EVAL_BATCH):
         index, batch = order[start : start + EVAL_BATCH], on_device[start : start + EVAL_BATCH]
-        if graphed is not None and len(index) == EVAL_BATCH:
+        if graphed is not None and graphed.fits(index):
             graphed(batch, index)
-            graphed_sequences += len(index)
         else:
             tally.add(*_eval_step(model, split, loss, batch, index))
-    if graphed is not None and graphed_sequences:
-        tally.add_sums(graphed.take_sums(), graphed_sequences)
+    tally.add_graphed(graphed)
     return tally
 
 

@@ -73,7 +73,7 @@ def _one_statement_insert() -> Any:
 _ONE_STATEMENT_INSERT = _one_statement_insert()
 
 
-def param_rows(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _param_rows(params: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Typed hyperparameter rows: numbers (bools as 0/1) in num_value, strings in text_value."""
     return [
         {
@@ -95,7 +95,7 @@ def insert_run(
 ) -> int:
     """Insert the run (its RUN_COLUMNS values), params and tags atomically; the new run id."""
     values = {**run, "experiment": experiment}
-    rows = param_rows(params)
+    rows = _param_rows(params)
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
             run_id = connection.execution_options(isolation_level="AUTOCOMMIT").scalar(

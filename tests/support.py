@@ -24,6 +24,14 @@ def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: floa
         time.sleep(interval)
 
 
+def assert_nothing_written(tmp_path: Path, broker_url: str) -> None:
+    """A refused command left no database file (expq.db in `tmp_path`) and no broker key."""
+    import redis
+
+    assert not (tmp_path / "expq.db").exists()
+    assert redis.Redis.from_url(broker_url).dbsize() == 0
+
+
 def expq_env(tmp_path: Path, database_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     """The environment of an expq process in a test: its own home, short leases."""
     return {

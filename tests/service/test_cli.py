@@ -11,9 +11,8 @@ from pathlib import Path
 
 import click
 import pytest
-import redis
 from click.testing import CliRunner
-from support import Split, expq_env, run_cli
+from support import Split, assert_nothing_written, expq_env, run_cli
 
 from models.spec import spec_from_dict
 from service.cli import cli
@@ -63,8 +62,7 @@ def test_invalid_submits_write_and_queue_nothing(
     assert message in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stdout == ""
-    assert not (tmp_path / "expq.db").exists()
-    assert redis.Redis.from_url(embedded_broker_url).dbsize() == 0
+    assert_nothing_written(tmp_path, embedded_broker_url)
 
 
 def test_bad_jsonl_is_refused_with_its_line_number(
@@ -76,7 +74,7 @@ def test_bad_jsonl_is_refused_with_its_line_number(
     result = run_cli(env, "submit", "--task", "binary", "--model", "mlp", "--data", str(data))
     assert result.returncode == 2
     assert "line 2" in result.stderr
-    assert not (tmp_path / "expq.db").exists()
+    assert_nothing_written(tmp_path, embedded_broker_url)
 
 
 def test_val_data_of_another_input_length_is_refused_at_submit(
@@ -96,8 +94,7 @@ def test_val_data_of_another_input_length_is_refused_at_submit(
         "both files must have the same input length\n"
     )
     assert result.stderr.count("\n") == 1
-    assert not (tmp_path / "expq.db").exists()
-    assert redis.Redis.from_url(embedded_broker_url).dbsize() == 0
+    assert_nothing_written(tmp_path, embedded_broker_url)
 
 
 def test_a_dead_broker_exits_1_masked_and_leaves_no_run(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from support import Split, claim, new_run
 
 from models.spec import spec_from_dict
@@ -14,7 +14,7 @@ from service.errors import InputError
 from service.filters import RunFilter
 from service.lifecycle import finish_run, record_epoch
 from service.loss_rows import insert_losses
-from service.schema import Loss, RunStatus
+from service.schema import Loss, Run, RunStatus
 from service.store import (
     NewRun,
     create_run,
@@ -58,10 +58,6 @@ def test_every_run_of_an_experiment_keeps_its_params_and_tags(engine) -> None:  
 
 
 def test_a_run_whose_stored_spec_is_not_an_object_still_lists(engine) -> None:  # noqa: ANN001
-    from sqlalchemy import update
-
-    from service.schema import Run
-
     run = new_run(engine)
     with session_scope(engine) as session:
         session.execute(update(Run).where(Run.run_id == run.id).values(spec=["not", "a", "spec"]))

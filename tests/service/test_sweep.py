@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from support import expq_env, run_cli
+from support import assert_nothing_written, expq_env, run_cli
 
 from service.errors import InputError
 from service.sweep import expand, parse_range
@@ -78,8 +78,7 @@ def test_dry_run_lists_the_runs_and_queues_nothing(
     assert result.returncode == 0, result.stderr
     specs = json.loads(result.stdout)
     assert len(specs) == 8 and {spec["model"] for spec in specs} == {"mlp", "rnn"}
-    assert not (tmp_path / "expq.db").exists()
-    assert redis.Redis.from_url(embedded_broker_url).dbsize() == 0
+    assert_nothing_written(tmp_path, embedded_broker_url)
 
 
 def test_one_bad_point_queues_nothing(tmp_path: Path, embedded_broker_url: str) -> None:
@@ -87,8 +86,7 @@ def test_one_bad_point_queues_nothing(tmp_path: Path, embedded_broker_url: str) 
     result = run_cli(env, "sweep", "--task", "binary", "--model", "mlp", "--lr", "0.1,0.05,-1")
     assert result.returncode == 2
     assert "sweep point 3 of 3: lr must be in" in result.stderr
-    assert not (tmp_path / "expq.db").exists()
-    assert redis.Redis.from_url(embedded_broker_url).dbsize() == 0
+    assert_nothing_written(tmp_path, embedded_broker_url)
 
 
 def test_a_sweep_is_queued_in_one_experiment(tmp_path: Path, embedded_broker_url: str) -> None:
