@@ -115,6 +115,21 @@ def _watch(engine, run_ids: list[int], worker: subprocess.Popen) -> None:  # noq
         time.sleep(0.5)
 
 
+def _cancel_unfinished(engine, experiment: str) -> None:  # noqa: ANN001
+    """The demo was interrupted: none of its runs may wait for the user's next real worker."""
+    from service.lifecycle import cancel_run
+    from service.store import list_runs
+
+    unfinished = [
+        run.id
+        for run in list_runs(engine, experiment=experiment, limit=None)
+        if run.status not in TERMINAL
+    ]
+    cancelled = [run_id for run_id in unfinished if cancel_run(engine, run_id) not in TERMINAL]
+    if cancelled:
+        click.echo(f"cancelled {len(cancelled)} unfinished demo runs", err=True)
+
+
 def run_demo(epochs: int) -> int:
     """The demo's exit code: 0 when all eight runs succeeded."""
     settings = load_settings()
@@ -150,18 +165,19 @@ def _submit_and_watch(settings, broker_url: str, epochs: int, worker: subprocess
     engine = get_engine(settings.database_url)
     app = make_app(broker_url)
     experiment = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    run_ids = []
-    for task in DEMO_TASKS:
-        for model in DEMO_MODELS:
-            spec, files = prepare_spec(
-                {"task": task, "model": model, "epochs": epochs, "samples": 600, "device": "cpu"},
-                None,
-                None,
-            )
-            run = submit_spec(engine, app, spec, files, NewRun(experiment=experiment, queue="cpu"))
-            run_ids.append(run.id)
-    click.echo(f"submitted {len(run_ids)} runs to experiment {experiment}; training ...")
-    _watch(engine, run_ids, worker)
+    run_ids: list[int] = []
+    try:
+        for task in DEMO_TASKS:
+            for model in DEMO_MODELS:
+                raw = {"task": task, "model": model, "epochs": epochs, "samples": 600}
+                spec, files = prepare_spec({**raw, "device": "cpu"}, None, None)
+                new = NewRun(experiment=experiment, queue="cpu")
+                run_ids.append(submit_spec(engine, app, spec, files, new).id)
+        click.echo(f"submitted {len(run_ids)} runs to experiment {experiment}; training ...")
+        _watch(engine, run_ids, worker)
+    except BaseException:
+        _cancel_unfinished(engine, experiment)
+        raise
     results = list_runs(engine, experiment=experiment, sort="id", descending=False, limit=None)
     emit_runs(results, "table", title=f"expq demo: {experiment}")
     succeeded = sum(run.status == "succeeded" for run in results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,11 @@ def _processes_with_home(home: Path) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def _statuses(database: Path) -> list[str]:
+    with sqlite3.connect(database) as connection:
+        return [status for (status,) in connection.execute("SELECT status FROM runs")]
 
 
 def _demo_env(home: Path) -> dict[str, str]:
@@ -58,5 +64,10 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     poll(lambda: "training" in (demo.stdout.readline() or ""), 60, "the runs to be submitted")
     demo.send_signal(signal.SIGINT)
     demo.wait(60)
-    assert demo.returncode != 0
+    assert demo.returncode == 130
+    assert "cancelled" in demo.stdout.read()
     poll(lambda: _processes_with_home(home) == [], 30, "every demo process to exit")
+    statuses = _statuses(home / "expq.db")
+    assert len(statuses) == 8
+    assert "queued" not in statuses and "running" not in statuses, statuses
+    assert "cancelled" in statuses
