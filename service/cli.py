@@ -37,6 +37,11 @@ class ExpqGroup(click.Group):
             lines = str(exc.orig or exc).strip().splitlines()
             click.echo(f"Error: database error: {lines[0] if lines else exc}", err=True)
             sys.exit(1)
+        except OSError as exc:
+            # A file or folder expq was told to use (EXPQ_HOME, an output path) is not usable.
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
+            sys.exit(1)
         except (click.Abort, KeyboardInterrupt):
             click.echo("Aborted.", err=True)
             sys.exit(130)

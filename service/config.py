@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from service.errors import ConfigError
+
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps")
 
 
 @dataclass(frozen=True)
@@ -32,9 +35,9 @@ def _seconds(name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number of seconds; got {raw!r}") from None
+        raise ConfigError(f"{name} must be a number of seconds; got {raw!r}") from None
     if not 0 < value < 10**7:
-        raise ValueError(f"{name} must be a positive number of seconds; got {raw!r}")
+        raise ConfigError(f"{name} must be a positive number of seconds; got {raw!r}")
     return value
 
 
@@ -43,8 +46,19 @@ def _count(name: str, default: int, high: int) -> int:
     if not raw:
         return default
     if not raw.strip().isdigit() or not 1 <= int(raw) <= high:
-        raise ValueError(f"{name} must be a whole number from 1 to {high}; got {raw!r}")
+        raise ConfigError(f"{name} must be a whole number from 1 to {high}; got {raw!r}")
     return int(raw)
+
+
+def _broker_url(url: str) -> str:
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in BROKER_SCHEMES:
+        named = f"the scheme {scheme!r}" if scheme else "no scheme"
+        raise ConfigError(
+            f"EXPQ_BROKER_URL has {named}; expq supports "
+            + ", ".join(f"{name}://" for name in BROKER_SCHEMES)
+        )
+    return url
 
 
 def load_settings() -> Settings:
@@ -53,7 +67,7 @@ def load_settings() -> Settings:
     return Settings(
         home=home,
         database_url=os.environ.get("EXPQ_DATABASE_URL") or f"sqlite:///{home / 'expq.db'}",
-        broker_url=os.environ.get("EXPQ_BROKER_URL") or DEFAULT_BROKER_URL,
+        broker_url=_broker_url(os.environ.get("EXPQ_BROKER_URL") or DEFAULT_BROKER_URL),
         heartbeat_seconds=_seconds("EXPQ_HEARTBEAT_SECONDS", Settings.heartbeat_seconds),
         lease_seconds=_seconds("EXPQ_LEASE_SECONDS", Settings.lease_seconds),
         reap_seconds=_seconds("EXPQ_REAP_SECONDS", Settings.reap_seconds),

@@ -10,13 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import DatabaseError
+from service.errors import ConfigError, DatabaseError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+BACKENDS = ("sqlite", "postgresql")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # An execution option: transactions that only read begin deferred on SQLite, so that in WAL
 # mode they never queue behind a writer for the write lock.
@@ -45,12 +46,60 @@ def _configure_sqlite(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`: SQLite in WAL mode with immediate transactions, or a pre-pinged pool."""
-    parsed = make_url(url)
+def _parse(url: str) -> URL:
+    """`url` checked: a database URL of a backend expq supports, whose driver is installed."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "EXPQ_DATABASE_URL is not a database URL; expected sqlite:///PATH "
+            "or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"EXPQ_DATABASE_URL names the database {backend!r}; expq supports "
+            f"{' and '.join(BACKENDS)}"
+        )
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (ImportError, NoSuchModuleError):
+        raise ConfigError(
+            f"EXPQ_DATABASE_URL asks for the driver {parsed.drivername!r}, which is not "
+            "installed; use sqlite:///PATH or postgresql+psycopg://..."
+        ) from None
+    return parsed
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory database or another backend."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).expanduser()
+
+
+def make_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine for `url`: SQLite in WAL mode with immediate transactions, or a pre-pinged pool.
+
+    `create=False` refuses a SQLite file that does not exist instead of creating it (and its
+    folders): read commands never make a database.
+    """
+    parsed = _parse(url)
+    path = sqlite_path(parsed)
+    if path is not None and not path.exists():
+        if not create:
+            raise DatabaseError(
+                f"no expq database at {path}: nothing was submitted there "
+                "(check EXPQ_HOME and EXPQ_DATABASE_URL)"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot create the database folder {path.parent}: {exc.strerror} "
+                "(check EXPQ_HOME and EXPQ_DATABASE_URL)"
+            ) from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _configure_sqlite(engine)
         return engine
@@ -71,15 +120,16 @@ def make_engine(url: str) -> Engine:
 _engines: dict[tuple[int, str], Engine] = {}
 
 
-def get_engine(url: str) -> Engine:
+def get_engine(url: str, *, create: bool = True) -> Engine:
     """One engine per process and URL, checked against the migrations on first use.
 
     Keyed by pid: a Celery prefork child must not share its parent's connections.
+    `create=False` (read commands) refuses to make a database or its schema.
     """
     key = (os.getpid(), url)
     if key not in _engines:
-        engine = make_engine(url)
-        ensure_schema(engine)
+        engine = make_engine(url, create=create)
+        ensure_schema(engine, create=create)
         _engines[key] = engine
     return _engines[key]
 
@@ -123,10 +173,27 @@ _REVISION = re.compile(r"^revision\s*=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
 _DOWN_REVISION = re.compile(r"^down_revision\s*=\s*(?:None|['\"]([^'\"]+)['\"])", re.MULTILINE)
 
 
-def head_revision() -> str:
-    """The newest revision in migrations/versions.
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision in migrations/versions.
 
     Read from the files' `revision =` lines: importing Alembic costs every CLI start ~0.1 s.
+    """
+    revisions = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        found = _REVISION.search(path.read_text(encoding="utf-8"))
+        if found is None:
+            from alembic.script import ScriptDirectory
+
+            script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+            return frozenset(step.revision for step in script.walk_revisions())
+        revisions.add(found.group(1))
+    return frozenset(revisions)
+
+
+def head_revision() -> str:
+    """The newest revision in migrations/versions (read like `known_revisions`).
+
     A layout this cannot read (a merge, a branch) goes to Alembic itself.
     """
     revisions, parents = set(), set()
@@ -163,6 +230,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     try:
+        current = current_revision(engine)
+        if current is not None and current not in known_revisions():
+            raise _newer(current)
         command.upgrade(_alembic_config(engine), revision)
     except OperationalError as exc:
         raise _unreachable(engine, exc) from exc
@@ -174,8 +244,9 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
     command.downgrade(_alembic_config(engine), revision)
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Create an empty database at head; refuse one at another revision with the fix to run."""
+def ensure_schema(engine: Engine, *, create: bool = True) -> None:
+    """Create an empty database at head (unless `create` is False); refuse one at another
+    revision with the fix to run."""
     try:
         current = current_revision(engine)
         if current is None:
@@ -183,14 +254,26 @@ def ensure_schema(engine: Engine) -> None:
     except OperationalError as exc:
         raise _unreachable(engine, exc) from exc
     if current is None and not (tables - {"alembic_version"}):
+        if not create:
+            where = engine.url.render_as_string(hide_password=True)
+            raise DatabaseError(f"no expq schema in the database at {where}: run `expq db upgrade`")
         upgrade(engine)
         return
     head = head_revision()
+    if current is not None and current not in known_revisions():
+        raise _newer(current)
     if current != head:
         raise DatabaseError(
             f"database schema is at revision {current or 'none'}, expq needs {head}: "
             "run `expq db upgrade`"
         )
+
+
+def _newer(current: str) -> DatabaseError:
+    return DatabaseError(
+        f"database schema is at revision {current}, newer than this expq knows "
+        f"(its newest is {head_revision()}): upgrade expq"
+    )
 
 
 def _unreachable(engine: Engine, exc: OperationalError) -> DatabaseError:

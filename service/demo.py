@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from service.config import load_settings, mask_url
+from service.errors import ExpqError
 from service.output import emit_runs
 from service.progress import TERMINAL, progress_line
 
@@ -133,6 +134,10 @@ def _cancel_unfinished(engine, experiment: str) -> None:  # noqa: ANN001
 def run_demo(epochs: int) -> int:
     """The demo's exit code: 0 when all eight runs succeeded."""
     settings = load_settings()
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExpqError(f"cannot create EXPQ_HOME {settings.home}: {exc.strerror}") from None
     env = {**os.environ, "EXPQ_DATABASE_URL": settings.database_url, "OMP_NUM_THREADS": "1"}
     with _broker_url() as broker_url:
         env["EXPQ_BROKER_URL"] = broker_url

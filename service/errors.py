@@ -21,3 +21,9 @@ class DatabaseError(ExpqError):
 
 class BrokerUnavailable(ExpqError):
     """The broker refused or timed out; the message names the masked broker URL."""
+
+
+class ConfigError(ExpqError):
+    """An EXPQ_* setting that expq cannot use (a malformed URL, an unknown scheme)."""
+
+    exit_code = 2

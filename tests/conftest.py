@@ -37,12 +37,23 @@ def postgresql_url() -> Iterator[str]:
     with admin.connect() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     url = make_url(TEST_DATABASE_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    rendered = url.render_as_string(hide_password=False)
     try:
-        yield url.render_as_string(hide_password=False)
+        yield rendered
     finally:
+        _dispose_engines(rendered)
         with admin.connect() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def _dispose_engines(url: str) -> None:
+    """Close the pooled connections this process keeps for `url`: a whole run's leftovers
+    would exceed PostgreSQL's max_connections."""
+    from service import db
+
+    for key in [key for key in db._engines if key[1] == url]:
+        db._engines.pop(key).dispose()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -11,10 +11,12 @@ from service.errors import InputError
 from service.progress import TERMINAL
 
 
-def open_engine():  # noqa: ANN202 - sqlalchemy.Engine, imported lazily
+def open_engine(*, create: bool = False):  # noqa: ANN202 - sqlalchemy.Engine, imported lazily
+    """The configured database; only commands that submit pass `create`, so that a read never
+    makes a database (a typo in a path is an error, not an empty history)."""
     from service.db import get_engine
 
-    return get_engine(load_settings().database_url)
+    return get_engine(load_settings().database_url, create=create)
 
 
 def wait_for(

@@ -128,7 +128,7 @@ def submit(
         idempotency_key=idempotency_key,
     )
     settings = load_settings()
-    engine = open_engine()
+    engine = open_engine(create=True)
     run = submit_spec(engine, make_app(settings.broker_url), spec, files, new)
     if not as_json:
         click.echo(run.id)

@@ -145,7 +145,7 @@ def _queue_all(prepared: list, experiment: str | None, tags: dict[str, str], pri
 
     name = experiment or f"sweep-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     app = make_app(load_settings().broker_url)
-    engine = open_engine()
+    engine = open_engine(create=True)
     _check_broker(app)
     runs = []
     for spec, files in prepared:
