@@ -90,9 +90,12 @@ def _encode(
         width = len(train[0]["input"])
         if any(len(row["input"]) != width for row in val):
             raise DataError(f"validation inputs must have {width} numbers like the training data")
-        xs = [torch.tensor([row["input"] for row in part], dtype=torch.float32) for part in parts]
+        # float64 until standardised: sums and squares of numbers near the float32 limit
+        # (models.jsonl lets them in) overflow in float32; the statistics themselves fit.
+        xs = [torch.tensor([row["input"] for row in part], dtype=torch.float64) for part in parts]
         mean, std = xs[0].mean(0), xs[0].std(0, unbiased=False).clamp_min(1e-6)
-        xs = [(x - mean) / std for x in xs]  # train statistics only: val stays unseen
+        xs = [((x - mean) / std).float() for x in xs]  # train statistics only: val stays unseen
+        mean, std = mean.float(), std.float()
         lengths = [torch.ones(len(part), dtype=torch.long) for part in parts]
         input_size, input_len = width, 1
     else:
