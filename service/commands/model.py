@@ -11,7 +11,7 @@ from typing import BinaryIO
 import click
 
 from service.commands.common import open_engine
-from service.errors import InputError
+from service.errors import ExpqError, InputError
 
 
 def _trained(run_id: int):  # noqa: ANN202 - (RunRecord, TrainSpec, TrainingState)
@@ -107,10 +107,13 @@ def predict(run_id: int, text: str, as_json: bool) -> None:
     from service.store import load_dataset
 
     engine, _, spec, state = _trained(run_id)
-    rows = [
-        None if digest is None else parse_jsonl(load_dataset(engine, digest), spec.task)
-        for digest in (spec.data, spec.val_data)
-    ]
+    try:
+        rows = [
+            None if digest is None else parse_jsonl(load_dataset(engine, digest), spec.task, name)
+            for digest, name in ((spec.data, "data"), (spec.val_data, "val-data"))
+        ]
+    except DataError as exc:  # stored before a check that it fails was added
+        raise ExpqError(f"run {run_id}'s {exc}") from None
     data = build_data(spec, *rows)  # the vocabularies and scaling the network was trained with
     try:
         output = run_network(spec, data, state, parse_input(text, data.dims.input_kind))

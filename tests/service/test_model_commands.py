@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,18 +17,15 @@ from models.training import fit
 from service.cli import cli
 
 
-@pytest.fixture
-def trained_run(database_url: str, monkeypatch: pytest.MonkeyPatch) -> int:
-    """A succeeded binary MLP run (8 inputs) whose checkpoint is its trained epoch."""
+def _store_trained(database_url: str, **spec_fields: object) -> int:
+    """A succeeded binary MLP run (8 inputs) whose checkpoint is its one trained epoch."""
     from service.db import get_engine
     from service.lifecycle import claim_run, finish_run, record_epoch
     from service.store import NewRun, create_run
 
-    monkeypatch.setenv("EXPQ_DATABASE_URL", database_url)
     engine = get_engine(database_url)
-    spec = spec_from_dict(
-        {"task": "binary", "model": "mlp", "epochs": 1, "samples": 60, "device": "cpu"}
-    )
+    fields = {"task": "binary", "model": "mlp", "epochs": 1, "samples": 60, "device": "cpu"}
+    spec = spec_from_dict({**fields, **spec_fields})
     reports: list = []
     fit(spec, build_data(spec), on_epoch=reports.append, checkpoints=True)
     [report] = reports
@@ -40,6 +38,12 @@ def trained_run(database_url: str, monkeypatch: pytest.MonkeyPatch) -> int:
     record_epoch(engine, run.id, attempt, 1, splits, report.checkpoint.to_bytes())
     finish_run(engine, run.id, attempt, "succeeded")
     return run.id
+
+
+@pytest.fixture
+def trained_run(database_url: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setenv("EXPQ_DATABASE_URL", database_url)
+    return _store_trained(database_url)
 
 
 @pytest.mark.parametrize("name", ["m.json", "m", "m.PT", "m.pt.json"])
@@ -108,4 +112,23 @@ def test_predict_refuses_a_non_finite_input(trained_run: int, text: str) -> None
     assert (
         CliRunner().invoke(cli, ["predict", str(trained_run), "--input", "1," * 7 + "1"]).exit_code
         == 0
+    )
+
+
+def test_predict_on_stored_data_that_fails_a_newer_check_is_one_line(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.db import get_engine
+    from service.store import save_dataset
+
+    monkeypatch.setenv("EXPQ_DATABASE_URL", database_url)
+    content = b'{"input": [1e308, 1], "target": 0}\n{"input": [1, 2], "target": 1}\n'
+    digest = hashlib.sha256(content).hexdigest()
+    save_dataset(get_engine(database_url), digest, content)  # as a submit before the check did
+    run_id = _store_trained(database_url, data=digest)
+    result = CliRunner().invoke(cli, ["predict", str(run_id), "--input", "1,2"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: run {run_id}'s data line 1: input must contain numbers within +-3.403e+38 "
+        "(float32); found 1e+308 (task binary takes a list of numbers)\n"
     )
