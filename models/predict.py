@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from models.checkpoint import TrainingState
-from models.data import EOS, PAD, UNK, TaskData
+from models.data import EOS, PAD, UNK, TaskData, standardise
 from models.jsonl import DataError, number_problem
 from models.networks import build_model
 from models.spec import TrainSpec
@@ -36,9 +36,8 @@ def _encode(data: TaskData, raw: list[float] | list[str]) -> tuple[torch.Tensor,
     if dims.input_kind == "vector":
         if len(raw) != dims.input_size:
             raise DataError(f"the input must have {dims.input_size} numbers; got {len(raw)}")
-        # standardised in float64, as models.data does, so numbers near the float32 limit fit
-        x = (torch.tensor([raw], dtype=torch.float64) - data.mean.double()) / data.std.double()
-        x = x.float()  # (1, features)
+        raw_x = torch.tensor([raw], dtype=torch.float32)  # (1, features)
+        x = standardise(raw_x, data.mean, data.std)
         if not torch.isfinite(x).all():  # sync: one small input, checked once
             raise DataError("the input is too far from the training data to read in float32")
         return x, torch.ones(1, dtype=torch.long)

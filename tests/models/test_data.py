@@ -97,3 +97,13 @@ def test_inputs_near_the_float32_limit_train_to_finite_losses(tiny_spec) -> None
     reports: list = []
     fit(spec, data, on_epoch=reports.append)
     assert all(torch.isfinite(torch.tensor(r.val.total)) for r in reports)
+
+
+def test_ordinary_inputs_are_standardised_in_float32_bit_for_bit(tiny_spec) -> None:
+    gen = torch.Generator().manual_seed(3)
+    rows = [{"input": torch.randn(4, generator=gen).tolist(), "target": k % 2} for k in range(50)]
+    data = build_data(tiny_spec("binary", "mlp"), rows[:40], rows[40:])
+    train, val = (torch.tensor([r["input"] for r in part]) for part in (rows[:40], rows[40:]))
+    mean, std = train.mean(0), train.std(0, unbiased=False).clamp_min(1e-6)
+    assert torch.equal(data.train.x, (train - mean) / std)  # a seeded run's numbers stay put
+    assert torch.equal(data.val.x, (val - mean) / std)
