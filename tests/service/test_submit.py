@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,19 @@ def test_from_run_checks_new_val_data_against_the_stored_data(
         "(a number) would be two classes that print alike; write each label one way",
     )
     assert redis.Redis.from_url(embedded_broker_url).dbsize() == 0
+
+
+def test_from_run_and_sweep_checks_never_import_torch(
+    tmp_path: Path, sqlite_url: str, embedded_broker_url: str
+) -> None:
+    source = _stored_sentiment_run(sqlite_url, tmp_path)
+    env = expq_env(tmp_path, sqlite_url, embedded_broker_url)
+    probe = (
+        "import sys\nfrom service.cli import cli\n"
+        f"for args in (['submit', '--from-run', '{source}', '--lr', '0.05'],"
+        " ['sweep', '--task', 'binary', '--model', 'mlp', '--hidden', '8,16', '--dry-run']):\n"
+        "    cli.main(args, standalone_mode=False)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
