@@ -75,6 +75,27 @@ def _token_ids(
     return ids, torch.tensor(lengths, dtype=torch.long)
 
 
+def _statistics(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-feature mean and std of (n, features) float32 inputs, both finite float32.
+
+    Numbers near the float32 limit (models.jsonl lets them in) overflow float32 sums and
+    squares; only then is it done again in float64. Not float64 always: every other input
+    would move by up to an ulp, and a seeded run would no longer give the numbers it gave."""
+    mean, std = x.mean(0), x.std(0, unbiased=False)
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):  # sync: CPU data
+        mean, std = x.double().mean(0).float(), x.double().std(0, unbiased=False).float()
+    return mean, std.clamp_min(1e-6)
+
+
+def standardise(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """(x - mean) / std in float32, redone in float64 where a difference overflows (as in
+    `_statistics`); non-finite only where the result itself is beyond float32."""
+    z = (x - mean) / std
+    if torch.isfinite(z).all():  # sync: CPU data
+        return z
+    return ((x.double() - mean.double()) / std.double()).float()
+
+
 def _label_key(label: int | str) -> tuple[bool, int | str]:
     return isinstance(label, str), label
 
@@ -91,8 +112,8 @@ def _encode(
         if any(len(row["input"]) != width for row in val):
             raise DataError(f"validation inputs must have {width} numbers like the training data")
         xs = [torch.tensor([row["input"] for row in part], dtype=torch.float32) for part in parts]
-        mean, std = xs[0].mean(0), xs[0].std(0, unbiased=False).clamp_min(1e-6)
-        xs = [(x - mean) / std for x in xs]  # train statistics only: val stays unseen
+        mean, std = _statistics(xs[0])
+        xs = [standardise(x, mean, std) for x in xs]  # train statistics only: val stays unseen
         lengths = [torch.ones(len(part), dtype=torch.long) for part in parts]
         input_size, input_len = width, 1
     else:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from models.checkpoint import TrainingState
-from models.data import EOS, PAD, UNK, TaskData
-from models.jsonl import DataError
+from models.data import EOS, PAD, UNK, TaskData, standardise
+from models.jsonl import DataError, number_problem
 from models.networks import build_model
 from models.spec import TrainSpec
 
@@ -21,9 +21,14 @@ def parse_input(text: str, input_kind: str) -> list[float] | list[str]:
         return tokens
     parts = text.strip().strip("[]").replace(",", " ").split()
     try:
-        return [float(part) for part in parts]
+        numbers = [float(part) for part in parts]
     except ValueError:
         raise DataError(f"the input must be numbers separated by commas; got {text!r}") from None
+    for number in numbers:
+        problem = number_problem(number)  # the checks a data file's inputs pass
+        if problem:
+            raise DataError(f"the input {problem}")
+    return numbers
 
 
 def _encode(data: TaskData, raw: list[float] | list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +36,10 @@ def _encode(data: TaskData, raw: list[float] | list[str]) -> tuple[torch.Tensor,
     if dims.input_kind == "vector":
         if len(raw) != dims.input_size:
             raise DataError(f"the input must have {dims.input_size} numbers; got {len(raw)}")
-        x = (torch.tensor([raw], dtype=torch.float32) - data.mean) / data.std  # (1, features)
+        raw_x = torch.tensor([raw], dtype=torch.float32)  # (1, features)
+        x = standardise(raw_x, data.mean, data.std)
+        if not torch.isfinite(x).all():  # sync: one small input, checked once
+            raise DataError("the input is too far from the training data to read in float32")
         return x, torch.ones(1, dtype=torch.long)
     index = {token: i for i, token in enumerate(data.input_vocab)}
     ids = [index.get(token, UNK) for token in raw][: dims.input_len]  # the MLP's fixed width

@@ -14,22 +14,49 @@ from sqlalchemy.exc import IntegrityError
 from service.config import load_settings
 from service.errors import BrokerUnavailable, InputError
 from service.records import RunRecord
-from service.store import NewRun, create_run, delete_queued_run, find_idempotent_run, save_dataset
+from service.store import (
+    NewRun,
+    create_run,
+    delete_queued_run,
+    find_idempotent_run,
+    load_dataset,
+    save_dataset,
+)
 
 
 @dataclass(frozen=True)
 class DataFile:
-    """A user's JSONL file, validated for its task."""
+    """A user's JSONL data, validated for a task."""
 
     sha256: str
     content: bytes
     width: int | None  # numbers per input of a vector task; None for token inputs
+    labels: Mapping[str, tuple[int | str, str]]  # label as printed -> (label, where first seen)
+
+
+# (sha256, task, spec field) -> the stored data a spec names, validated for `task`
+StoredReader = Callable[[str, str, str], DataFile]
+
+
+def check_data(content: bytes, task: str, source: str) -> DataFile:
+    """Validate JSONL bytes for `task`; errors name `source` and the line."""
+    from models.jsonl import DataError, read_jsonl
+    from models.registry import TASKS
+
+    try:
+        parsed = read_jsonl(content, task, source)
+    except DataError as exc:
+        raise InputError(str(exc)) from None
+    width = len(parsed.rows[0]["input"]) if TASKS[task].input_kind == "vector" else None
+    labels = {
+        text: (label, f"{source} line {line}") for text, (label, line) in parsed.labels.items()
+    }
+    return DataFile(hashlib.sha256(content).hexdigest(), content, width, labels)
 
 
 def read_data_file(path: Path, task: str, source: str) -> DataFile:
     """Read and validate a user's JSONL file for `task`."""
-    from models.jsonl import MAX_DATA_BYTES, DataError, parse_jsonl
-    from models.registry import TASKS
+    from models.jsonl import MAX_DATA_BYTES
 
     if not path.is_file():
         raise InputError(f"{source} file not found: {path}")
@@ -37,13 +64,16 @@ def read_data_file(path: Path, task: str, source: str) -> DataFile:
         raise InputError(
             f"{path.name} is {path.stat().st_size} bytes; the limit is {MAX_DATA_BYTES} bytes"
         )
-    content = path.read_bytes()
-    try:
-        rows = parse_jsonl(content, task, path.name)
-    except DataError as exc:
-        raise InputError(str(exc)) from None
-    width = len(rows[0]["input"]) if TASKS[task].input_kind == "vector" else None
-    return DataFile(hashlib.sha256(content).hexdigest(), content, width)
+    return check_data(path.read_bytes(), task, path.name)
+
+
+def stored_data_reader(engine: Engine, run_id: int) -> StoredReader:
+    """Reads the data files run `run_id` trained on, for a spec that starts from it."""
+
+    def read(sha256: str, task: str, field: str) -> DataFile:
+        return check_data(load_dataset(engine, sha256), task, f"run {run_id}'s {field}")
+
+    return read
 
 
 def validate_spec(raw: Mapping[str, Any]):  # noqa: ANN201 - models.spec.TrainSpec, imported lazily
@@ -55,29 +85,53 @@ def validate_spec(raw: Mapping[str, Any]):  # noqa: ANN201 - models.spec.TrainSp
         raise InputError(str(exc)) from None
 
 
+def _check_together(train: DataFile, val: DataFile) -> None:
+    """What only both files together can get wrong: input widths, labels that print alike."""
+    from models.jsonl import label_clash
+
+    if train.width != val.width:
+        raise InputError(
+            f"--val-data inputs have {val.width} numbers but --data inputs "
+            f"have {train.width}; both files must have the same input length"
+        )
+    for text, (label, where) in val.labels.items():
+        if text in train.labels:
+            clash = label_clash(label, where, *train.labels[text])
+            if clash:
+                raise InputError(clash)
+
+
 def prepare_spec(
     raw: Mapping[str, Any],
     data: Path | None,
     val_data: Path | None,
     read: Callable[[Path, str, str], DataFile] = read_data_file,
+    stored: StoredReader | None = None,
 ) -> tuple[Any, dict[str, bytes]]:
-    """The validated spec with its data files' digests, and the files' bytes by digest.
+    """The validated spec with its data files' digests, and the new files' bytes by digest.
 
+    Every file the run will train on is checked against the spec's task: a file given by
+    path, else the stored data the raw spec already names (a --from-run), read by `stored`.
     A sweep passes a cached `read`, so that each file is read and checked once per task."""
     spec = validate_spec(raw)
-    read_files = {
+    given = {
         field: read(path, spec.task, field.replace("_", "-"))
         for field, path in (("data", data), ("val_data", val_data))
         if path is not None
     }
-    if len(read_files) == 2 and read_files["data"].width != read_files["val_data"].width:
-        raise InputError(
-            f"--val-data inputs have {read_files['val_data'].width} numbers but --data inputs "
-            f"have {read_files['data'].width}; both files must have the same input length"
-        )
-    if read_files:
-        spec = validate_spec({**spec.to_dict(), **{f: d.sha256 for f, d in read_files.items()}})
-    return spec, {d.sha256: d.content for d in read_files.values()}
+    kept = {}
+    for field in ("data", "val_data"):
+        sha256 = getattr(spec, field)
+        if field not in given and sha256 is not None:
+            if stored is None:
+                raise ValueError(f"the spec names stored {field} but no reader was given")
+            kept[field] = stored(sha256, spec.task, field.replace("_", "-"))
+    files = {**kept, **given}
+    if len(files) == 2:
+        _check_together(files["data"], files["val_data"])
+    if given:
+        spec = validate_spec({**spec.to_dict(), **{f: d.sha256 for f, d in given.items()}})
+    return spec, {d.sha256: d.content for d in given.values()}
 
 
 def _same_submission(existing: RunRecord, new: NewRun) -> None:

@@ -102,6 +102,28 @@ def random_points(
     return points
 
 
+def count_runs(lists: dict[str, list[str]], random_count: int | None, seeds: int) -> int:
+    """How many runs a sweep makes, from the list lengths alone (nothing is built)."""
+    points = random_count if random_count is not None else math.prod(map(len, lists.values()))
+    return points * seeds
+
+
+def _check_size(
+    lists: dict[str, list[str]], random_count: int | None, seeds: int, most: int
+) -> None:
+    runs = count_runs(lists, random_count, seeds)
+    if runs <= most:
+        return
+    if random_count is None:
+        factors = [f"{name} {len(lists[name])}" for name in sorted(lists)]
+    else:
+        factors = [f"random {random_count}"]
+    raise InputError(
+        f"the sweep is {runs:,} runs ({' x '.join([*factors, f'seeds {seeds}'])}); the limit "
+        f"is {most:,}: shrink the lists, or pass --max-runs {runs} to allow it"
+    )
+
+
 def replicate(points: list[dict[str, Any]], seeds: int, base_seed: int) -> list[dict[str, Any]]:
     """Each point once per seed, seeds base_seed, base_seed + 1, ..."""
     return [{**point, "seed": base_seed + k} for point in points for k in range(seeds)]
@@ -113,8 +135,10 @@ def expand(
     ranges: list[Range],
     random_count: int | None,
     seeds: int,
+    max_runs: int,
 ) -> tuple[list[dict[str, Any]], int]:
-    """The raw spec of every run in the sweep, and the number of distinct points."""
+    """The raw spec of every run in the sweep, and the number of distinct points; InputError,
+    before anything is built, when the sweep would be more than `max_runs` runs."""
     fixed, lists = split_values(options)
     overlap = sorted(set(lists) & {r.name for r in ranges})
     if overlap:
@@ -122,9 +146,10 @@ def expand(
     if "seed" in lists and seeds > 1:
         raise InputError("give either a list of --seed values or --seeds N, not both")
     base_seed = _base_seed(fixed)
+    if random_count is None and ranges:
+        raise InputError("--range needs --random N; use a comma-separated list for a grid")
+    _check_size(lists, random_count, seeds, max_runs)
     if random_count is None:
-        if ranges:
-            raise InputError("--range needs --random N; use a comma-separated list for a grid")
         points = grid_points(lists)
     else:
         points = random_points(lists, ranges, random_count, seed=base_seed)

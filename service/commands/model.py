@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
 from service.commands.common import open_engine
-from service.errors import InputError
+from service.errors import ExpqError, InputError
 
 
 def _trained(run_id: int):  # noqa: ANN202 - (RunRecord, TrainSpec, TrainingState)
@@ -27,6 +30,35 @@ def _trained(run_id: int):  # noqa: ANN202 - (RunRecord, TrainSpec, TrainingStat
     return engine, run, spec_from_dict(run.spec), TrainingState.from_bytes(stored.state)
 
 
+def _spec_path(output: Path) -> Path:
+    """Where the spec of weights written to `output` goes: the same name with .json for .pt,
+    so that neither file can ever be the other."""
+    if output.suffix != ".pt":
+        raise InputError(
+            f"-o must name a .pt file (the spec goes beside it as .json); got {output}"
+        )
+    spec_path = output.with_suffix(".json")
+    if spec_path.is_dir():
+        raise InputError(f"the spec would go to {spec_path}, which is a directory")
+    return spec_path
+
+
+def _write_files(writers: Mapping[Path, Callable[[BinaryIO], object]]) -> None:
+    """Write each file to a temporary file beside it, then rename them all into place: an
+    export that fails or is interrupted leaves every file whole, old or new, never half."""
+    temporary: dict[Path, Path] = {}
+    try:
+        for path, write in writers.items():
+            temporary[path] = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            with temporary[path].open("xb") as handle:  # the umask's mode, like open(path, "wb")
+                write(handle)
+        for path, temp in temporary.items():
+            temp.replace(path)
+    finally:
+        for temp in temporary.values():
+            temp.unlink(missing_ok=True)
+
+
 @click.command("export-model")
 @click.argument("run_id", type=int)
 @click.option(
@@ -34,18 +66,25 @@ def _trained(run_id: int):  # noqa: ANN202 - (RunRecord, TrainSpec, TrainingStat
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Where to write the weights (.pt); the spec goes beside it as .json.",
+    help="The weights file; it must end in .pt. The spec goes beside it with .json for .pt "
+    "(m.pt -> m.json). Both are replaced whole.",
 )
 def export_model(run_id: int, output: Path) -> None:
-    """Write a run's trained weights (a state dict for torch.load(weights_only=True))."""
+    """Write a run's trained weights (a state dict for torch.load(weights_only=True)) and its
+    spec as JSON beside them."""
     import torch
 
+    spec_path = _spec_path(output)
     _, run, spec, state = _trained(run_id)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state.model, output)
-    spec_path = output.with_suffix(".json")
-    spec_path.write_text(
-        json.dumps({"run": run.id, "epoch": state.epoch, "spec": spec.to_dict()}, indent=2) + "\n"
+    document = {"run": run.id, "epoch": state.epoch, "spec": spec.to_dict()}
+    _write_files(
+        {
+            output: lambda handle: torch.save(state.model, handle),
+            spec_path: lambda handle: handle.write(
+                (json.dumps(document, indent=2) + "\n").encode()
+            ),
+        }
     )
     click.echo(f"run {run_id}: epoch {state.epoch} weights in {output}, spec in {spec_path}")
 
@@ -68,10 +107,13 @@ def predict(run_id: int, text: str, as_json: bool) -> None:
     from service.store import load_dataset
 
     engine, _, spec, state = _trained(run_id)
-    rows = [
-        None if digest is None else parse_jsonl(load_dataset(engine, digest), spec.task)
-        for digest in (spec.data, spec.val_data)
-    ]
+    try:
+        rows = [
+            None if digest is None else parse_jsonl(load_dataset(engine, digest), spec.task, name)
+            for digest, name in ((spec.data, "data"), (spec.val_data, "val-data"))
+        ]
+    except DataError as exc:  # stored before a check that it fails was added
+        raise ExpqError(f"run {run_id}'s {exc}") from None
     data = build_data(spec, *rows)  # the vocabularies and scaling the network was trained with
     try:
         output = run_network(spec, data, state, parse_input(text, data.dims.input_kind))

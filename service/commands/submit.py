@@ -108,18 +108,20 @@ def submit(
 ) -> None:
     """Validate a training spec, store it as queued and send it to the workers."""
     from service.store import NewRun, get_run
-    from service.submit import prepare_spec, submit_spec
+    from service.submit import prepare_spec, stored_data_reader, submit_spec
     from workers.app import make_app
     from workers.dispatch import queue_for_device
 
     raw = raw_spec(options)
+    stored = None
     if from_run is not None:
         from service.store import get_runs
 
         [source] = get_runs(open_engine(), [from_run])  # the engine is cached per process
         raw = {**source.spec, **raw}
         experiment = experiment or source.experiment
-    spec, files = prepare_spec(raw, data, val_data)
+        stored = stored_data_reader(open_engine(), from_run)
+    spec, files = prepare_spec(raw, data, val_data, stored=stored)
     new = NewRun(
         experiment=experiment or "default",
         queue=queue_for_device(spec.device),

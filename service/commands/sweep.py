@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import functools
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +19,8 @@ from service.commands.submit import parse_tags, queueing_options, raw_spec, spec
 from service.config import load_settings
 from service.errors import BrokerUnavailable, InputError
 from service.output import print_json, print_table
+
+PLAN_ROWS = 50  # a dry run's table stops here: rendering is most of its time beyond
 
 
 @click.command()
@@ -60,9 +67,22 @@ from service.output import print_json, print_table
     show_default=True,
     help="Epochs before pruning may stop a run.",
 )
+@click.option(
+    "--max-runs",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="Refuse a sweep of more runs than this (points x seeds), counted before anything "
+    "is built.",
+)
 @click.option("--experiment", help="Experiment to add the runs to (default: a new one).")
 @queueing_options
-@click.option("--dry-run", is_flag=True, help="Print the runs the sweep would queue; queue none.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help=f"Print the runs the sweep would queue (a table shows the first {PLAN_ROWS}; "
+    "--json lists all); queue none.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 def sweep(
     data: Path | None,
@@ -74,6 +94,7 @@ def sweep(
     early_stop: str | None,
     prune: str | None,
     prune_warmup: int,
+    max_runs: int,
     experiment: str | None,
     tags: tuple[str, ...],
     priority: int,
@@ -95,6 +116,7 @@ def sweep(
         ranges=[parse_range(text) for text in ranges],
         random_count=random_count,
         seeds=seeds,
+        max_runs=max_runs,
     )
     read_once = functools.cache(read_data_file)
     prepared = []
@@ -110,55 +132,77 @@ def sweep(
             return
         _print_plan(prepared, summary)
         return
-    runs = _queue_all(prepared, experiment, parse_tags(tags), priority)
+    name = experiment or f"sweep-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    runs, interrupted = _queue_all(prepared, name, parse_tags(tags), priority)
     if as_json:
         print_json([run.to_json() for run in runs])
-        return
-    click.echo(" ".join(str(run.id) for run in runs))
-    click.echo(f"{summary} queued in experiment {runs[0].experiment}", err=True)
+    else:
+        click.echo(" ".join(str(run.id) for run in runs))
+    if interrupted:
+        click.echo(
+            f"interrupted: {len(runs)} of {len(prepared)} runs queued in experiment {name}, "
+            f"each with its message; the other {len(prepared) - len(runs)} were not stored",
+            err=True,
+        )
+        sys.exit(130)
+    click.echo(f"{summary} queued in experiment {name}", err=True)
 
 
 def _print_plan(prepared: list, summary: str) -> None:
-    varying = sorted(
-        {
-            name
-            for spec, _ in prepared
-            for name, value in spec.params().items()
-            if value != prepared[0][0].params()[name]
-        }
-    )
+    params = [spec.params() for spec, _ in prepared]
+    varying = [name for name in params[0] if any(p[name] != params[0][name] for p in params)]
+    shown = f" (the first {PLAN_ROWS} shown; --json lists all)" if len(params) > PLAN_ROWS else ""
     print_table(
-        f"dry run: {summary}",
+        f"dry run: {summary}{shown}",
         ["#", *varying],
-        (
-            [k + 1, *[spec.params()[name] for name in varying]]
-            for k, (spec, _) in enumerate(prepared)
-        ),
+        ([k + 1, *[p[name] for name in varying]] for k, p in enumerate(params[:PLAN_ROWS])),
     )
 
 
-def _queue_all(prepared: list, experiment: str | None, tags: dict[str, str], priority: int) -> list:
-    from service.store import NewRun
+@contextmanager
+def _stop_on_interrupt() -> Iterator[threading.Event]:
+    """Ctrl-C sets the event rather than raising, so that a sweep stops between two runs and
+    never between a run's insert and its message; a second Ctrl-C raises at once."""
+    stop = threading.Event()
+
+    def interrupted(signum: int, frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _queue_all(prepared: list, name: str, tags: dict[str, str], priority: int) -> tuple[list, bool]:
+    """Store and publish each run in turn; the runs queued, and whether Ctrl-C stopped it."""
+    from service.store import NewRun, save_dataset
     from service.submit import submit_spec
     from workers.app import make_app
     from workers.dispatch import queue_for_device
 
-    name = experiment or f"sweep-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     app = make_app(load_settings().broker_url)
     engine = open_engine(create=True)
     _check_broker(app)
+    for digest, content in {d: c for _, files in prepared for d, c in files.items()}.items():
+        save_dataset(engine, digest, content)  # once for the sweep, not once a run
     runs = []
-    for spec, files in prepared:
-        new = NewRun(
-            experiment=name, queue=queue_for_device(spec.device), priority=priority, tags=tags
-        )
-        try:
-            runs.append(submit_spec(engine, app, spec, files, new))
-        except BrokerUnavailable as exc:
-            raise BrokerUnavailable(
-                f"{exc}; {len(runs)} of {len(prepared)} runs were queued in experiment {name}"
-            ) from exc
-    return runs
+    with _stop_on_interrupt() as stop:
+        for spec, _ in prepared:
+            if stop.is_set():
+                return runs, True
+            new = NewRun(
+                experiment=name, queue=queue_for_device(spec.device), priority=priority, tags=tags
+            )
+            try:
+                runs.append(submit_spec(engine, app, spec, {}, new))
+            except BrokerUnavailable as exc:
+                raise BrokerUnavailable(
+                    f"{exc}; {len(runs)} of {len(prepared)} runs were queued in experiment {name}"
+                ) from exc
+    return runs, False
 
 
 def _check_broker(app) -> None:  # noqa: ANN001 - a Celery app

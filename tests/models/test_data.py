@@ -85,3 +85,25 @@ def test_val_rows_must_match_vector_width(tiny_spec) -> None:
     train = [{"input": [1.0, 2.0], "target": 0}, {"input": [2.0, 1.0], "target": 1}]
     with pytest.raises(DataError, match="2 numbers"):
         build_data(tiny_spec("binary", "mlp"), train, [{"input": [1.0], "target": 0}])
+
+
+def test_inputs_near_the_float32_limit_train_to_finite_losses(tiny_spec) -> None:
+    from models.training import fit
+
+    rows = [{"input": [3e38 * (-1) ** i, float(i)], "target": i % 2} for i in range(40)]
+    spec = tiny_spec("binary", "mlp")
+    data = build_data(spec, rows)
+    assert torch.isfinite(data.train.x).all() and torch.isfinite(data.mean).all()
+    reports: list = []
+    fit(spec, data, on_epoch=reports.append)
+    assert all(torch.isfinite(torch.tensor(r.val.total)) for r in reports)
+
+
+def test_ordinary_inputs_are_standardised_in_float32_bit_for_bit(tiny_spec) -> None:
+    gen = torch.Generator().manual_seed(3)
+    rows = [{"input": torch.randn(4, generator=gen).tolist(), "target": k % 2} for k in range(50)]
+    data = build_data(tiny_spec("binary", "mlp"), rows[:40], rows[40:])
+    train, val = (torch.tensor([r["input"] for r in part]) for part in (rows[:40], rows[40:]))
+    mean, std = train.mean(0), train.std(0, unbiased=False).clamp_min(1e-6)
+    assert torch.equal(data.train.x, (train - mean) / std)  # a seeded run's numbers stay put
+    assert torch.equal(data.val.x, (val - mean) / std)

@@ -94,3 +94,76 @@ def test_jsonl_spec_and_registry_do_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("number", "found"),
+    [("1e308", "1e+308"), ("-3.5e38", "-3.5e+38"), ("1" + "0" * 400, "100000000000000000000...")],
+)
+def test_numbers_beyond_float32_are_refused_with_the_line(number: str, found: str) -> None:
+    content = f'{{"input": [1, 2], "target": 0}}\n{{"input": [{number}, 2], "target": 1}}'.encode()
+    assert error_of(content, "binary") == (
+        f"train.jsonl line 2: input must contain numbers within +-3.403e+38 (float32); "
+        f"found {found} (task binary takes a list of numbers)"
+    )
+
+
+def test_numbers_up_to_the_float32_limit_pass() -> None:
+    content = lines({"input": [3.4e38, -3.4e38], "target": 0}, {"input": [1, 2], "target": 1})
+    assert parse_jsonl(content, "binary")[0]["input"] == [3.4e38, -3.4e38]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_literals_are_refused(literal: str) -> None:
+    content = f'{{"input": [1, 2], "target": 0}}\n{{"input": [{literal}, 2], "target": 1}}'
+    message = error_of(content.encode(), "binary")
+    assert message.startswith("train.jsonl line 2: invalid JSON") and literal.strip("-") in message
+
+
+@pytest.mark.parametrize(
+    ("task", "row", "expected"),
+    [
+        ("binary", {"input": [0.5] * 513, "target": 0}, "input has 513 numbers"),
+        ("sentiment", {"input": ["w"] * 513, "target": "pos"}, "input has 513 tokens"),
+        ("captioning", {"input": [0.5], "target": ["w"] * 19}, "target has 19 tokens"),
+        ("translation", {"input": ["w"] * 513, "target": ["v"]}, "input has 513 tokens"),
+        ("translation", {"input": ["w"], "target": ["v"] * 513}, "target has 513 tokens"),
+    ],
+)
+def test_sequences_longer_than_the_task_seq_len_limit_are_refused(
+    task: str, row: dict, expected: str
+) -> None:
+    from models.registry import TASKS
+
+    most = TASKS[task].seq_len[1]
+    message = error_of(lines(row), task)
+    assert message == (
+        f"train.jsonl line 1: {expected}; task {task} takes at most {most} (its seq_len limit)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "row"),
+    [
+        ("binary", {"input": [0.5] * 512, "target": 0}),
+        ("sentiment", {"input": ["w"] * 512, "target": "pos"}),
+        ("captioning", {"input": [0.5] * 1000, "target": ["w"] * 18}),
+        ("translation", {"input": ["w"] * 512, "target": ["v"] * 512}),
+    ],
+)
+def test_sequences_at_the_task_seq_len_limit_pass(task: str, row: dict) -> None:
+    other = {**row, "target": 1} if task == "binary" else {**row, "target": "neg"}
+    content = lines(row, other) if task in ("binary", "sentiment") else lines(row)
+    assert parse_jsonl(content, task)[0] == row
+
+
+def test_labels_that_print_alike_are_refused_with_both_lines() -> None:
+    content = lines(
+        {"input": [1], "target": 1}, {"input": [2], "target": 0}, {"input": [3], "target": "1"}
+    )
+    assert error_of(content, "binary") == (
+        "train.jsonl line 3: label '1' (a string) and line 1's label 1 (a number) would be "
+        "two classes that print alike; write each label one way"
+    )
+    distinct = lines({"input": [1], "target": 1}, {"input": [2], "target": "cat"})
+    assert [row["target"] for row in parse_jsonl(distinct, "binary")] == [1, "cat"]

@@ -14,8 +14,9 @@ from models.training import fit
 
 @pytest.mark.parametrize("task", ["binary", "sentiment", "captioning", "translation"])
 def test_a_trained_rnn_predicts_in_the_task_vocabulary(task: str) -> None:
-    spec = spec_from_dict({"task": task, "model": "rnn", "epochs": 2, "samples": 200,
-                           "device": "cpu", "hidden": 16})
+    spec = spec_from_dict(
+        {"task": task, "model": "rnn", "epochs": 2, "samples": 200, "device": "cpu", "hidden": 16}
+    )
     data = build_data(spec)
     reports: list = []
     fit(spec, data, on_epoch=reports.append, checkpoints=True)
@@ -36,3 +37,29 @@ def test_bad_inputs_are_one_line_errors() -> None:
     with pytest.raises(DataError, match="empty"):
         parse_input("   ", "tokens")
     assert parse_input("[1, 2.5, -3]", "vector") == [1.0, 2.5, -3.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("nan, 1", "must contain finite numbers; found nan"),
+        ("1, inf", "must contain finite numbers; found inf"),
+        ("-Infinity, 1", "must contain finite numbers; found -inf"),
+        ("1e39, 1", "must contain numbers within +-3.403e+38 (float32); found 1e+39"),
+    ],
+)
+def test_non_finite_inputs_are_refused(text: str, found: str) -> None:
+    with pytest.raises(DataError) as caught:
+        parse_input(text, "vector")
+    assert str(caught.value) == f"the input {found}"
+
+
+def test_an_input_near_the_float32_limit_predicts_a_class(tiny_spec) -> None:
+    rows = [{"input": [3e38 * (-1) ** i, 1.0], "target": i % 2} for i in range(40)]
+    spec = tiny_spec("binary", "mlp", epochs=1)
+    data = build_data(spec, rows)
+    reports: list = []
+    fit(spec, data, on_epoch=reports.append, checkpoints=True)
+    assert predict(spec, data, reports[-1].checkpoint, [3e38, 1.0]) in {"0", "1"}
+    with pytest.raises(DataError, match="too far from the training data"):  # 3e38 / 1e-6
+        predict(spec, data, reports[-1].checkpoint, [1.0, 3e38])
