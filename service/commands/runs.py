@@ -140,7 +140,12 @@ def runs_summary(
     sort: str | None,
     fmt: str,
 ) -> None:
-    """Count, mean, std, min and max of a metric per group of runs, computed in SQL."""
+    """Count, mean, std, min and max of a metric per group of runs, computed in SQL.
+
+    std is the sample standard deviation (n - 1), empty for a group with one value. Runs for
+    which a group-by field has no value (a tag they lack, cell for an MLP) form one group
+    whose value is empty (null in JSON), listed last.
+    """
     from service.filters import parse_fields
     from service.store import SUMMARY_STATS, summarize_runs
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 from sqlalchemy import select, update
@@ -180,7 +181,7 @@ def test_summary_groups_in_sql(engine, three_runs: list[int]) -> None:  # noqa: 
     assert set(by_hidden) == {16, 32}
     sixteen = by_hidden[16]
     assert (sixteen["runs"], sixteen["count"]) == (2, 1)  # the queued run has no loss yet
-    assert sixteen["mean"] == pytest.approx(0.9) and sixteen["std"] == pytest.approx(0.0)
+    assert sixteen["mean"] == pytest.approx(0.9) and sixteen["std"] is None  # one value
     thirty_two = by_hidden[32]
     # b's final val L is 0.5; c's is NaN (its sum holds a NaN), stored as missing.
     assert (thirty_two["runs"], thirty_two["count"]) == (2, 1)
@@ -192,7 +193,7 @@ def test_summary_groups_in_sql(engine, three_runs: list[int]) -> None:  # noqa: 
     mean = sum(values) / 3
     assert rnn["model"] == "rnn" and rnn["count"] == 3
     assert rnn["mean"] == pytest.approx(mean)
-    assert rnn["std"] == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in values) / 3))
+    assert rnn["std"] == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in values) / 2))
     assert (rnn["min"], rnn["max"]) == (pytest.approx(0.1), pytest.approx(0.6))
     two = summarize_runs(engine, RunFilter(), "experiment,tag.team,lr", "final_metric")
     assert {(g["experiment"], g["tag.team"], g["lr"]) for g in two} == {
@@ -203,6 +204,21 @@ def test_summary_groups_in_sql(engine, three_runs: list[int]) -> None:  # noqa: 
     }
     with pytest.raises(InputError, match="--metric: status is not a number"):
         summarize_runs(engine, RunFilter(), "model", "status")
+
+
+def test_summary_std_is_the_sample_std_computed_stably(engine) -> None:  # noqa: ANN001
+    """Seed replicates near 2e9 and a constant column: E[x²] − E[x]² gave 22.6 and 1.9e-9."""
+    for seed in (2_000_000_000, 2_000_000_001, 2_000_000_003):
+        new_run(engine, seed=seed, lr=0.1)
+    new_run(engine, seed=7, experiment="single")
+    by_seed = {
+        g["experiment"]: g for g in summarize_runs(engine, RunFilter(), "experiment", "seed")
+    }
+    assert by_seed["exp"]["std"] == pytest.approx(statistics.stdev([0, 1, 3]), rel=1e-9)
+    assert by_seed["exp"]["mean"] == pytest.approx(2_000_000_001 + 1 / 3, rel=1e-15)
+    assert by_seed["single"]["count"] == 1 and by_seed["single"]["std"] is None
+    [constant] = summarize_runs(engine, RunFilter(experiment="exp"), "experiment", "lr")
+    assert constant["count"] == 3 and constant["std"] == 0.0
 
 
 def test_exports_stream_runs_and_the_winning_attempts_losses(engine, three_runs: list[int]) -> None:  # noqa: ANN001
