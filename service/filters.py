@@ -91,7 +91,7 @@ def _param_kinds() -> dict[str, str]:
 
     from models.spec import PARAM_NAMES, TrainSpec
 
-    types = {f.name: str(f.type) for f in fields(TrainSpec)}
+    types = {f.name: str(f.type).removesuffix(" | None") for f in fields(TrainSpec)}
     return {name: _SPEC_KINDS[types[name]] for name in PARAM_NAMES}
 
 

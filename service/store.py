@@ -47,7 +47,7 @@ class NewRun:
 
 
 def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
-    from models.spec import PARAM_NAMES
+    from models.spec import applied_params
 
     # A row written by hand may hold any JSON: its run fails at the claim with the reason, and
     # listings must still show it.
@@ -58,7 +58,7 @@ def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
         task=run.task,
         model=run.model,
         status=run.status,
-        params={name: spec.get(name) for name in PARAM_NAMES},
+        params=applied_params(spec),
         spec=spec,
         tags=tags,
         queue=run.queue,

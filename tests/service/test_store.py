@@ -58,12 +58,49 @@ def test_every_run_of_an_experiment_keeps_its_params_and_tags(engine) -> None:  
     assert [r.id for r in list_runs(engine, where="dropout = 0.5")] == [untagged.id]
 
 
+def test_every_param_that_applies_is_recorded_and_queryable(engine) -> None:  # noqa: ANN001
+    digest = "ab" * 32
+    on_data = spec_from_dict(
+        {"task": "binary", "model": "rnn", "data": digest, "patience": 3, "grad_clip": 0.5}
+    )
+    built_in = spec_from_dict({"task": "binary", "model": "mlp", "val_fraction": 0.3})
+    a, b = (
+        create_run(engine, spec.to_dict(), spec.params(), NewRun("exp", "cpu")).id
+        for spec in (on_data, built_in)
+    )
+    params = get_run(engine, a).params
+    assert (params["data"], params["patience"], params["grad_clip"], params["cell"]) == (
+        digest,
+        3,
+        0.5,
+        "gru",
+    )
+    assert not {"seq_len", "samples", "activation", "time_limit"} & set(params)
+    assert get_run(engine, a).to_json()["params"] == params
+    assert "cell" not in get_run(engine, b).params
+    for where, expected in (
+        (f"data = '{digest}'", [a]),
+        ("grad_clip < 1", [a]),
+        ("patience = 3", [a]),
+        ("not patience = 3", []),  # b has no patience: unknown
+        ("val_fraction = 0.3", [b]),
+        ("seq_len > 0 and samples = 2000", [b]),
+        ("cell = 'gru'", [a]),
+        ("cell != 'gru'", []),  # an MLP has no cell
+        ("activation = 'tanh'", [b]),
+    ):
+        assert [r.id for r in list_runs(engine, where=where)] == expected, where
+    assert [r.id for r in list_runs(engine, sort="patience", descending=False)] == [a, b]
+    by_cell = {g["cell"]: g["runs"] for g in summarize_runs(engine, RunFilter(), "cell", "lr")}
+    assert by_cell == {"gru": 1, None: 1}
+
+
 def test_a_run_whose_stored_spec_is_not_an_object_still_lists(engine) -> None:  # noqa: ANN001
     run = new_run(engine)
     with session_scope(engine) as session:
         session.execute(update(Run).where(Run.run_id == run.id).values(spec=["not", "a", "spec"]))
     (listed,) = list_runs(engine)
-    assert (listed.id, listed.spec, listed.params["lr"]) == (run.id, {}, None)
+    assert (listed.id, listed.spec, listed.params) == (run.id, {}, {})
 
 
 def test_list_runs_filters_and_sorts(engine) -> None:  # noqa: ANN001
