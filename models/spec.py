@@ -91,7 +91,7 @@ class TrainSpec:
 
     def params(self) -> dict[str, Any]:
         """Every hyperparameter as the CLI names it; None where it does not apply to this run."""
-        applied = applied_params(self.to_dict())
+        applied = applied_params(vars(self))
         return {name: applied.get(name) for name in PARAM_NAMES}
 
 

@@ -26,7 +26,10 @@ WHERE_HELP = (
     "Filter expression: comparisons (= != < <= > >=) and `in (...)` on a hyperparameter "
     "(lr, hidden, ...), tag.KEY, a summary field (status, experiment, final_val_loss, "
     "created_at, ...) or train_loss_t[T] / val_loss_t[T] (the last epoch's L_t), joined by "
-    "and, or, not and parentheses; strings in quotes. "
+    "and, or, not and parentheses; strings in quotes. A tag compares as a number with a "
+    "number and as text with a string. A comparison with a value a run lacks (a tag, a "
+    "hyperparameter that does not apply, a timestep) is unknown: neither it nor its `not` "
+    "matches. "
     "Example: \"lr < 0.05 and (model = 'rnn' or tag.team = 'a') and val_loss_t[3] < 0.2\"."
 )
 
