@@ -237,7 +237,7 @@ def emit_summary(
         print_csv([*names, *stats], ([g[k] for k in (*names, *stats)] for g in groups))
     else:
         print_table(
-            f"{metric} by {', '.join(names)}; std is the sample std (n - 1), - for one value",
+            f"{metric} by {', '.join(names)} (std: sample, n - 1)",
             (*names, *stats),
             ([*(_shown(g[n]) for n in names), *(_shown(g[s]) for s in stats)] for g in groups),
         )

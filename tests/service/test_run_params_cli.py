@@ -53,4 +53,4 @@ def test_runs_say_what_data_they_ran_on(tmp_path: Path, database_url: str, redis
     )
     assert [(g["cell"], g["runs"]) for g in groups] == [("lstm", 1), (None, 1)]
     summary = run_cli(env, "runs", "summary", "--group-by", "cell", "--metric", "lr")
-    assert "sample std" in summary.stdout
+    assert "lr by cell (std: sample, n - 1)" in summary.stdout
