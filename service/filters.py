@@ -33,7 +33,6 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Float,
     Numeric,
     Select,
     and_,
@@ -44,12 +43,11 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql.functions import FunctionElement
 
 from service.errors import InputError
 from service.schema import Experiment, Loss, Run, RunParam, RunTag
+from service.sql_logic import TagNumber, Truth, all_of, any_of
 
 MAX_LENGTH = 65_536
 MAX_DEPTH = 64
@@ -190,61 +188,8 @@ def joined_value(query: Select, field: Field) -> tuple[Select, Any]:
     return query.outerjoin(table, and_(*_lookup(field, table))), _target(field, table)
 
 
-class tag_number(FunctionElement):  # noqa: N801 - named like the SQL functions it stands beside
-    """A tag's text as a number, NULL where the text is not a number (`abc`, `10abc`, ``).
-
-    Compiled per database, never raising: PostgreSQL casts only text its pattern accepts
-    (a cast of other text is an error), SQLite only text that survives its numeric affinity.
-    """
-
-    type = Float()
-    inherit_cache = True
-
-
-# The --where number grammar with spaces around it; an exponent of at most 3 digits keeps
-# every accepted text inside PostgreSQL's numeric range.
-_PG_NUMBER = r"^[[:space:]]*[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]{1,3})?[[:space:]]*$"
-
-
-@compiles(tag_number)
-def _tag_number_sqlite(element: tag_number, compiler: Any, **kw: Any) -> str:
-    text = compiler.process(element.clauses, **kw)
-    # CAST(x AS NUMERIC) has numeric affinity, so `=` applies it to the text as well: equal
-    # exactly when the whole text is a well-formed number (a prefix such as 10abc is not).
-    return f"CASE WHEN CAST({text} AS NUMERIC) = {text} THEN CAST({text} AS REAL) END"
-
-
-@compiles(tag_number, "postgresql")
-def _tag_number_postgresql(element: tag_number, compiler: Any, **kw: Any) -> str:
-    text = compiler.process(element.clauses, **kw)
-    return f"CASE WHEN {text} ~ '{_PG_NUMBER}' THEN CAST({text} AS NUMERIC) END"
-
-
-@dataclass(frozen=True)
-class Truth:
-    """A condition in three-valued logic as two conditions: when it is true, when it is false.
-
-    Where neither holds it is unknown. Both sides stay EXISTS probes and plain comparisons,
-    which planners turn into semi-joins and index scans; `not` swaps them.
-    """
-
-    true: ColumnElement
-    false: ColumnElement
-
-    def negated(self) -> Truth:
-        return Truth(self.false, self.true)
-
-
-def _all(parts: list[Truth]) -> Truth:
-    return Truth(and_(*(p.true for p in parts)), or_(*(p.false for p in parts)))
-
-
-def _any(parts: list[Truth]) -> Truth:
-    return Truth(or_(*(p.true for p in parts)), and_(*(p.false for p in parts)))
-
-
-def _compared(field: Field, table: Any, op: str, values: list[Any]) -> ColumnElement:
-    """The field's value in `table` against `values` with `op` (an operator or "in").
+def _compared(field: Field, op: str, values: list[Any]) -> ColumnElement:
+    """The field's value against `values` with `op` (an operator or "in").
 
     A tag compares numerically with numbers and as text with strings. NULL when the value
     is NULL (a non-finite loss, a tag that is not a number): the comparison is unknown.
@@ -253,8 +198,8 @@ def _compared(field: Field, table: Any, op: str, values: list[Any]) -> ColumnEle
     def side(group: list[Any]) -> tuple[Any, list[Any]]:
         if field.source == "tag" and not isinstance(group[0], str):
             # Compared as numeric: a huge tag such as 1e999 must not overflow a float cast.
-            return tag_number(_target(field, table)), [cast(literal(v), Numeric) for v in group]
-        return _target(field, table), group
+            return TagNumber(_target(field)), [cast(literal(v), Numeric) for v in group]
+        return _target(field), group
 
     if op != "in":
         column, (value,) = side(values)
@@ -266,7 +211,7 @@ def _compared(field: Field, table: Any, op: str, values: list[Any]) -> ColumnEle
 
 
 def _truth(field: Field, op: str, values: list[Any]) -> Truth:
-    condition = _compared(field, None, op, values)
+    condition = _compared(field, op, values)
     if field.source == "column":
         # A NULL column makes both sides NULL, and a NULL side never matches: unknown.
         return Truth(condition, not_(condition))
@@ -404,13 +349,13 @@ class _Parser:
         parts = [self.term()]
         while self.accept("keyword", "or"):
             parts.append(self.term())
-        return parts[0] if len(parts) == 1 else _any(parts)
+        return parts[0] if len(parts) == 1 else any_of(parts)
 
     def term(self) -> Truth:
         parts = [self.factor()]
         while self.accept("keyword", "and"):
             parts.append(self.factor())
-        return parts[0] if len(parts) == 1 else _all(parts)
+        return parts[0] if len(parts) == 1 else all_of(parts)
 
     def factor(self) -> Truth:
         self.depth += 1
