@@ -225,6 +225,7 @@ def gappy_runs(engine) -> dict[str, int]:  # noqa: ANN001
         "nan": _run(engine, rnn, {"x": "abc"}, [0.1, float("nan")]),
         "one_step": _run(engine, {"task": "binary", "model": "rnn"}, {"team": "a"}, [0.4]),
         "queued": _run(engine, {**rnn, "lr": 0.01}, {"x": "9.5"}),
+        "mlp": _run(engine, {"task": "binary", "model": "mlp"}, {"team": "b"}, [0.3]),
     }
 
 
@@ -234,11 +235,14 @@ ATOMS = {
     "tag.team != 'a'": {"untagged", "nan", "queued"},
     "tag.team in ('a', 'b')": {"untagged", "nan", "queued"},
     "tag.team not in ('b')": {"untagged", "nan", "queued"},
-    "tag.x < 9.7": {"lstm", "untagged", "one_step", "nan"},  # abc is not a number
-    "tag.x >= 'a'": {"lstm", "untagged", "one_step"},
-    "val_loss_t[2] < 0.3": {"nan", "one_step", "queued"},
-    "val_loss_t[2] != 0.2": {"nan", "one_step", "queued"},
-    "val_loss_t[2] not in (0.1, 0.4)": {"nan", "one_step", "queued"},
+    "tag.x < 9.7": {"lstm", "untagged", "one_step", "nan", "mlp"},  # abc is not a number
+    "tag.x >= 'a'": {"lstm", "untagged", "one_step", "mlp"},
+    "cell = 'gru'": {"mlp"},  # a hyperparameter that does not apply
+    "cell not in ('lstm', 'rnn')": {"mlp"},
+    "activation != 'relu'": {"full", "lstm", "untagged", "nan", "one_step", "queued"},
+    "val_loss_t[2] < 0.3": {"nan", "one_step", "queued", "mlp"},
+    "val_loss_t[2] != 0.2": {"nan", "one_step", "queued", "mlp"},
+    "val_loss_t[2] not in (0.1, 0.4)": {"nan", "one_step", "queued", "mlp"},
     "final_val_loss <= 0.6": {"nan", "queued"},
     "worker = 'host'": {"queued"},
     "lr > 0.05": set(),
