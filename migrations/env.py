@@ -21,6 +21,10 @@ def run_migrations_online() -> None:
             target_metadata=Base.metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            # SQLite's DDL is transactional too. Alembic's default for it, a transaction per
+            # revision, let a second upgrader read the version between two revisions of the
+            # first and apply the next one again ("index ... already exists").
+            transactional_ddl=True,
         )
         with context.begin_transaction():
             # Two processes upgrading at once: the second waits here, then finds head applied.

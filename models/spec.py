@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -21,11 +22,36 @@ LOSSES = ("mse", "cross_entropy")
 DEVICES = ("auto", "cpu", "cuda")
 PRUNERS = ("median",)
 
-# The hyperparameters every run records, keyed by the submit option names.
+# The hyperparameters a run records, keyed by the submit and sweep option names; a run
+# records those that apply to it (see `applied_params`).
 PARAM_NAMES = (
     "task", "model", "cell", "hidden", "layers", "activation", "dropout", "lr", "momentum",
     "weight_decay", "epochs", "batch_size", "loss", "seq_len", "samples", "seed", "device",
+    "data", "val_data", "val_fraction", "grad_clip", "patience", "time_limit", "prune",
+    "prune_warmup",
 )
+# A param that only some runs use, and the test of the spec that says a run uses it.
+_APPLIES_WHEN = {
+    "cell": lambda spec: spec.get("model") == "rnn",
+    "activation": lambda spec: spec.get("model") == "mlp",  # the RNN's cells fix their own
+    "seq_len": lambda spec: spec.get("data") is None,  # the built-in generator's knobs
+    "samples": lambda spec: spec.get("data") is None,
+    "val_fraction": lambda spec: spec.get("val_data") is None,
+    "prune_warmup": lambda spec: spec.get("prune") is not None,
+}
+
+
+def applied_params(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters of a spec (as stored) that apply to its run, by option name.
+
+    Left out: those the run does not use (cell of an MLP, seq_len and samples of a run on
+    --data, val_fraction beside --val-data) and optional knobs left unset (patience, data).
+    """
+    return {
+        name: spec[name]
+        for name in PARAM_NAMES
+        if spec.get(name) is not None and _APPLIES_WHEN.get(name, bool)(spec)
+    }
 
 
 class SpecError(ValueError):
@@ -64,8 +90,9 @@ class TrainSpec:
         return asdict(self)
 
     def params(self) -> dict[str, Any]:
-        """The hyperparameters as the CLI names them."""
-        return {name: getattr(self, name) for name in PARAM_NAMES}
+        """Every hyperparameter as the CLI names it; None where it does not apply to this run."""
+        applied = applied_params(vars(self))
+        return {name: applied.get(name) for name in PARAM_NAMES}
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:

@@ -11,8 +11,15 @@
 
 Keywords are case-insensitive. A hand-written tokenizer and recursive-descent parser turn the
 text into SQL expressions whose values are bound parameters: user text never reaches the SQL
-string. A comparison on a value a run does not have (no such tag, no losses yet) is false, and
-`not` is the plain complement of what it negates.
+string.
+
+Missing values follow SQL's three-valued logic. A comparison with a value a run does not have
+(a tag it lacks, a hyperparameter that does not apply to it, a timestep with no loss or a
+non-finite one, an empty summary field) is unknown, and so is a number compared with a tag
+that is not a number. `not unknown` is unknown; `and` and `or` follow Kleene's tables (false
+and unknown is false, true or unknown is true). A run matches when the whole expression is
+true, so `E` and `not E` never both match a run. A tag compares as a number when the literal
+is a number (`tag.x < 9` matches x=8.5, not x=10 or x=abc) and as text when it is quoted.
 """
 
 from __future__ import annotations
@@ -24,11 +31,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, func, not_, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Numeric,
+    Select,
+    and_,
+    cast,
+    exists,
+    literal,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.orm import aliased
 
 from service.errors import InputError
 from service.schema import Experiment, Loss, Run, RunParam, RunTag
+from service.sql_logic import TagNumber, Truth, all_of, any_of
 
 MAX_LENGTH = 65_536
 MAX_DEPTH = 64
@@ -70,7 +89,7 @@ def _param_kinds() -> dict[str, str]:
 
     from models.spec import PARAM_NAMES, TrainSpec
 
-    types = {f.name: str(f.type) for f in fields(TrainSpec)}
+    types = {f.name: str(f.type).removesuffix(" | None") for f in fields(TrainSpec)}
     return {name: _SPEC_KINDS[types[name]] for name in PARAM_NAMES}
 
 
@@ -169,12 +188,38 @@ def joined_value(query: Select, field: Field) -> tuple[Select, Any]:
     return query.outerjoin(table, and_(*_lookup(field, table))), _target(field, table)
 
 
-def _condition(field: Field, build: Callable[[Any], ColumnElement]) -> tuple[ColumnElement, bool]:
-    """The SQL condition and whether it can be NULL (only a nullable column's can)."""
+def _compared(field: Field, op: str, values: list[Any]) -> ColumnElement:
+    """The field's value against `values` with `op` (an operator or "in").
+
+    A tag compares numerically with numbers and as text with strings. NULL when the value
+    is NULL (a non-finite loss, a tag that is not a number): the comparison is unknown.
+    """
+
+    def side(group: list[Any]) -> tuple[Any, list[Any]]:
+        if field.source == "tag" and not isinstance(group[0], str):
+            # Compared as numeric: a huge tag such as 1e999 must not overflow a float cast.
+            return TagNumber(_target(field)), [cast(literal(v), Numeric) for v in group]
+        return _target(field), group
+
+    if op != "in":
+        column, (value,) = side(values)
+        return _OPS[op](column, value)
+    texts = [v for v in values if isinstance(v, str)]
+    others = [v for v in values if not isinstance(v, str)]
+    parts = [column.in_(group) for column, group in (side(g) for g in (texts, others) if g)]
+    return parts[0] if len(parts) == 1 else or_(*parts)
+
+
+def _truth(field: Field, op: str, values: list[Any]) -> Truth:
+    condition = _compared(field, op, values)
     if field.source == "column":
-        return build(_target(field)), field.name in _NULLABLE
-    # EXISTS, correlated to the run: never NULL, and planners turn it into a semi-join.
-    return exists(select(1).where(*_lookup(field), build(_target(field)))), False
+        # A NULL column makes both sides NULL, and a NULL side never matches: unknown.
+        return Truth(condition, not_(condition))
+    # EXISTS, correlated to the run: a run without the row has neither side.
+    return Truth(
+        exists(select(1).where(*_lookup(field), condition)),
+        exists(select(1).where(*_lookup(field), not_(condition))),
+    )
 
 
 # --- tokens --------------------------------------------------------------------------------
@@ -299,33 +344,26 @@ class _Parser:
         self.take()
         return found
 
-    # expr := term ("or" term)*  -- each level returns (condition, may be NULL)
-    def expr(self) -> tuple[ColumnElement, bool]:
+    # expr := term ("or" term)*
+    def expr(self) -> Truth:
         parts = [self.term()]
         while self.accept("keyword", "or"):
             parts.append(self.term())
-        if len(parts) == 1:
-            return parts[0]
-        return or_(*(p for p, _ in parts)), any(n for _, n in parts)
+        return parts[0] if len(parts) == 1 else any_of(parts)
 
-    def term(self) -> tuple[ColumnElement, bool]:
+    def term(self) -> Truth:
         parts = [self.factor()]
         while self.accept("keyword", "and"):
             parts.append(self.factor())
-        if len(parts) == 1:
-            return parts[0]
-        return and_(*(p for p, _ in parts)), any(n for _, n in parts)
+        return parts[0] if len(parts) == 1 else all_of(parts)
 
-    def factor(self) -> tuple[ColumnElement, bool]:
+    def factor(self) -> Truth:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise self.fail(f"nested deeper than {MAX_DEPTH} levels: ")
         try:
             if self.accept("keyword", "not"):
-                inner, nullable = self.factor()
-                # SQL's NULL would make `not` drop runs without the value; coalesce keeps
-                # `not X` the complement of X.
-                return not_(func.coalesce(inner, false()) if nullable else inner), False
+                return self.factor().negated()
             if self.accept("punct", "("):
                 inner = self.expr()
                 self.expect("punct", ")", "')'")
@@ -334,7 +372,7 @@ class _Parser:
         finally:
             self.depth -= 1
 
-    def comparison(self) -> tuple[ColumnElement, bool]:
+    def comparison(self) -> Truth:
         field = self.field()
         negated = self.accept("keyword", "not") is not None
         if negated or self.token.kind == "keyword" and self.token.text == "in":
@@ -346,15 +384,12 @@ class _Parser:
                     raise self.fail(f"more than {MAX_IN_VALUES} values in a list: ")
                 values.append(self.literal(field))
             self.expect("punct", ")", "',' or ')'")
-            condition, nullable = _condition(field, lambda column: column.in_(values))
-            if negated:
-                return not_(func.coalesce(condition, false()) if nullable else condition), False
-            return condition, nullable
+            found = _truth(field, "in", values)
+            return found.negated() if negated else found
         op = self.accept("op")
         if op is None:
             raise self.fail("expected a comparison (= != < <= > >= in), got ")
-        value = self.literal(field)
-        return _condition(field, lambda column: _OPS[op.text](column, value))
+        return _truth(field, op.text, [self.literal(field)])
 
     def literal(self, field: Field) -> Any:
         token = self.token
@@ -365,9 +400,9 @@ class _Parser:
                 if field.kind == "integer" and math.isfinite(number) and number.is_integer():
                     return int(number)
                 return number
-            if field.source == "tag":  # tags are text: compare the number as written
+            if field.source == "tag":  # compared with the tag's value as a number
                 self.take()
-                return token.text
+                return number
             raise self.fail(f"{field.name} takes a quoted string, got ")
         if token.kind == "string":
             text = _unquote(token.text)
@@ -399,10 +434,10 @@ def parse_where(text: str, option: str = "--where") -> ColumnElement:
     parser = _Parser(text, option)
     if parser.token.kind == "end":
         raise parser.fail("empty expression: ")
-    condition, _ = parser.expr()
+    condition = parser.expr()
     if parser.token.kind != "end":
         raise parser.fail("unexpected ")
-    return condition
+    return condition.true
 
 
 def parse_field(text: str, option: str) -> Field:

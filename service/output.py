@@ -170,12 +170,19 @@ def emit_runs(runs: Sequence[RunRecord], fmt: str, title: str | None = None) -> 
         print_table(title, RUN_COLUMNS, (_run_row(run) for run in runs))
 
 
-def _shown(value: Any) -> str:
+DIGEST_PARAMS = ("data", "val_data")  # a data file's sha256: tables show its first 12 digits
+
+
+def _shown(value: Any, name: str = "") -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
         return fmt_number(value, 6)
-    return str(value)
+    return _short(name, value)
+
+
+def _short(name: str, value: Any) -> str:
+    return f"{value[:12]}…" if name in DIGEST_PARAMS and isinstance(value, str) else str(value)
 
 
 def compare_rows(runs: Sequence[RunRecord]) -> list[tuple[str, str, bool, list[Any]]]:
@@ -215,7 +222,7 @@ def emit_compare(runs: Sequence[RunRecord], fmt: str) -> None:
         print_table(
             f"{len(runs)} runs; ≠ marks differing hyperparameters and tags",
             ("", "field", *(f"run {run.id}" for run in runs)),
-            (["≠" if d else "", f, *(_shown(v) for v in values)] for f, _, d, values in rows),
+            (["≠" if d else "", f, *(_shown(v, f) for v in values)] for f, _, d, values in rows),
         )
 
 
@@ -230,7 +237,7 @@ def emit_summary(
         print_csv([*names, *stats], ([g[k] for k in (*names, *stats)] for g in groups))
     else:
         print_table(
-            f"{metric} by {', '.join(names)}",
+            f"{metric} by {', '.join(names)} (std: sample, n - 1)",
             (*names, *stats),
             ([*(_shown(g[n]) for n in names), *(_shown(g[s]) for s in stats)] for g in groups),
         )
@@ -313,7 +320,7 @@ def emit_run_detail(run: RunRecord, losses: Sequence[LossRecord], fmt: str) -> N
         ("resumed after epoch", run.resumed_from_epoch or "-"),
         ("error", run.error or "-"),
         ("tags", ", ".join(f"{k}={v}" for k, v in run.tags.items()) or "-"),
-        ("hyperparameters", ", ".join(f"{k}={v}" for k, v in run.params.items())),
+        ("hyperparameters", ", ".join(f"{k}={_short(k, v)}" for k, v in run.params.items())),
         ("spec", json.dumps(run.spec, sort_keys=True)),
     ]
     print_table(f"run {run.id}", ("field", "value"), fields)

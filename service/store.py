@@ -47,7 +47,7 @@ class NewRun:
 
 
 def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
-    from models.spec import PARAM_NAMES
+    from models.spec import applied_params
 
     # A row written by hand may hold any JSON: its run fails at the claim with the reason, and
     # listings must still show it.
@@ -58,7 +58,7 @@ def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
         task=run.task,
         model=run.model,
         status=run.status,
-        params={name: spec.get(name) for name in PARAM_NAMES},
+        params=applied_params(spec),
         spec=spec,
         tags=tags,
         queue=run.queue,
@@ -288,9 +288,13 @@ def summarize_runs(
     engine: Engine, where: RunFilter, group_by: str, metric: str = "final_val_loss"
 ) -> list[dict[str, Any]]:
     """One dict per group of `group_by` (comma-separated fields): the group's values and
-    runs (in the group), count (runs with the metric), mean, std (population), min, max.
+    runs (in the group), count (runs with the metric), mean, std, min, max.
 
-    Computed in SQL; SQLite may lack sqrt, so the variance comes back and Python takes the root.
+    std is the sample standard deviation (n − 1), None for a group with one value and exactly
+    0 when every value is equal. Runs without a value for a group-by field form the group
+    whose value is None. Computed in SQL by a stable `var_samp` (registered on SQLite): the
+    one-pass E[x²] − E[x]² cancels, and gave std 22.6 for seeds 2000000000, …01 and …03.
+    A two-pass window query measured twice as slow on SQLite (100k runs).
     """
     fields = parse_fields(group_by, "--group-by")
     measured = parse_field(metric, "--metric")
@@ -310,29 +314,67 @@ def summarize_runs(
         func.count(),
         func.count(value),
         func.avg(value),
-        func.avg(value * value),
+        func.var_samp(value),
         func.min(value),
         func.max(value),
     ).group_by(*groups)
     with session_scope(engine, read_only=True) as session:
+        if engine.dialect.name == "sqlite":
+            sqlite = session.connection().connection.driver_connection
+            sqlite.create_aggregate("var_samp", 1, _SampleVariance)
         rows = session.execute(query).all()
     summary = []
     for row in rows:
-        keys, (runs, count, mean, mean_square, low, high) = row[: len(fields)], row[len(fields) :]
-        mean = None if mean is None else float(mean)
-        variance = None if mean is None else max(float(mean_square) - mean * mean, 0.0)
+        keys, (runs, count, mean, variance, low, high) = row[: len(fields)], row[len(fields) :]
         summary.append(
             {
                 **{f.name: _plain(f, key) for f, key in zip(fields, keys, strict=True)},
                 "runs": runs,
                 "count": count,
-                "mean": mean,
-                "std": None if variance is None else math.sqrt(variance),
+                "mean": None if mean is None else float(mean),
+                "std": _std(variance, count, low, high),
                 "min": None if low is None else float(low),
                 "max": None if high is None else float(high),
             }
         )
     return summary
+
+
+class _SampleVariance:
+    """The sample variance for SQLite, which has no var_samp: sums of the distances from the
+    group's first value, which stay small and exact for values close together (seeds near
+    2e9). By Samuelson's inequality that value lies within sqrt(n - 1) standard deviations of
+    the mean, so the final subtraction loses at most about log10(n) digits. The Python step
+    per row costs 150 → 180 ms on `runs summary --group-by model,hidden` over 100k runs."""
+
+    __slots__ = ("count", "first", "total", "squares")
+
+    def __init__(self) -> None:
+        self.count, self.first, self.total, self.squares = 0, 0.0, 0.0, 0.0
+
+    def step(self, value: float | None) -> None:
+        if value is None:
+            return
+        if self.count == 0:
+            self.first = value
+        distance = value - self.first
+        self.count += 1
+        self.total += distance
+        self.squares += distance * distance
+
+    def finalize(self) -> float | None:
+        if self.count < 2:
+            return None
+        return (self.squares - self.total * self.total / self.count) / (self.count - 1)
+
+
+def _std(variance: Any, count: int, low: Any, high: Any) -> float | None:
+    """The sample std from the variance; rounding must not turn equal values into a spread."""
+    if count < 2 or variance is None:
+        return None
+    if low == high:
+        return 0.0
+    return math.sqrt(max(float(variance), 0.0))
 
 
 def _plain(field: Field, value: Any) -> Any:

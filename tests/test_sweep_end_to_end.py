@@ -61,7 +61,7 @@ def test_a_sweep_is_submitted_watched_and_summarised(env: dict, tmp_path: Path) 
         losses = [r["final_val_loss"] for r in listed if r["params"]["hidden"] == group["hidden"]]
         assert group["count"] == 3
         assert group["mean"] == pytest.approx(statistics.fmean(losses))
-        assert group["std"] == pytest.approx(statistics.pstdev(losses), abs=1e-9)
+        assert group["std"] == pytest.approx(statistics.stdev(losses), abs=1e-9)
         assert (group["min"], group["max"]) == (min(losses), max(losses))
 
     source = runs[0]["id"]

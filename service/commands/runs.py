@@ -26,7 +26,10 @@ WHERE_HELP = (
     "Filter expression: comparisons (= != < <= > >=) and `in (...)` on a hyperparameter "
     "(lr, hidden, ...), tag.KEY, a summary field (status, experiment, final_val_loss, "
     "created_at, ...) or train_loss_t[T] / val_loss_t[T] (the last epoch's L_t), joined by "
-    "and, or, not and parentheses; strings in quotes. "
+    "and, or, not and parentheses; strings in quotes. A tag compares as a number with a "
+    "number and as text with a string. A comparison with a value a run lacks (a tag, a "
+    "hyperparameter that does not apply, a timestep) is unknown: neither it nor its `not` "
+    "matches. "
     "Example: \"lr < 0.05 and (model = 'rnn' or tag.team = 'a') and val_loss_t[3] < 0.2\"."
 )
 
@@ -140,7 +143,12 @@ def runs_summary(
     sort: str | None,
     fmt: str,
 ) -> None:
-    """Count, mean, std, min and max of a metric per group of runs, computed in SQL."""
+    """Count, mean, std, min and max of a metric per group of runs, computed in SQL.
+
+    std is the sample standard deviation (n - 1), empty for a group with one value. Runs for
+    which a group-by field has no value (a tag they lack, cell for an MLP) form one group
+    whose value is empty (null in JSON), listed last.
+    """
     from service.filters import parse_fields
     from service.store import SUMMARY_STATS, summarize_runs
 

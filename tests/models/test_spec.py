@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.spec import PARAM_NAMES, SpecError, spec_from_dict
+from models.spec import PARAM_NAMES, SpecError, applied_params, spec_from_dict
 
 
 def test_defaults_fill_what_the_user_left_out() -> None:
@@ -55,3 +55,26 @@ def test_seq_len_is_bounded_by_what_the_task_generates(
     assert spec_from_dict({"task": task, "model": "rnn", "seq_len": honoured}).seq_len == honoured
     with pytest.raises(SpecError, match=rf"seq_len \({task}\) must be in \[\d+, \d+\]; got"):
         spec_from_dict({"task": task, "model": "rnn", "seq_len": refused})
+
+
+def test_a_run_records_every_param_that_applies_and_none_that_does_not() -> None:
+    mlp = spec_from_dict({"task": "binary", "model": "mlp"}).params()
+    assert set(mlp) == set(PARAM_NAMES)
+    assert (mlp["activation"], mlp["samples"], mlp["val_fraction"], mlp["grad_clip"]) == (
+        "tanh",
+        2000,
+        0.2,
+        1.0,
+    )
+    assert mlp["cell"] is mlp["data"] is mlp["patience"] is mlp["prune_warmup"] is None
+    data, val_data = "a" * 64, "b" * 64
+    raw = {"task": "binary", "model": "rnn", "data": data, "val_data": val_data}
+    rnn = spec_from_dict({**raw, "patience": 3, "time_limit": 60, "prune": "median"})
+    assert applied_params(rnn.to_dict()) == {
+        name: value for name, value in rnn.params().items() if value is not None
+    }
+    recorded = applied_params(rnn.to_dict())
+    assert (recorded["cell"], recorded["data"], recorded["val_data"]) == ("gru", data, val_data)
+    assert (recorded["patience"], recorded["time_limit"], recorded["prune_warmup"]) == (3, 60.0, 1)
+    assert not {"activation", "seq_len", "samples", "val_fraction"} & set(recorded)
+    assert applied_params({"model": "mlp", "cell": "gru", "lr": 0.1}) == {"model": "mlp", "lr": 0.1}

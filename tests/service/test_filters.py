@@ -197,3 +197,116 @@ def test_hostile_filters_change_no_table(engine) -> None:  # noqa: ANN001
     # Text that looks like SQL is only ever a value: it matches nothing, and breaks nothing.
     assert list_runs(engine, where="experiment = 'exp\\' OR 1=1'") == []
     assert list_runs(engine, where="tag.team = 'a\\' OR \\'1\\'=\\'1'") == []
+
+
+def _run(engine, spec: dict, tags: dict[str, str], val: list[float] | None = None) -> int:  # noqa: ANN001
+    """A run of `spec` with `tags`; with `val`, one recorded epoch whose val L_t are `val`."""
+    from models.spec import spec_from_dict
+    from service.store import NewRun, create_run
+
+    valid = spec_from_dict(spec)
+    run = create_run(engine, valid.to_dict(), valid.params(), NewRun("exp", "cpu", tags=tags))
+    if val is not None:
+        attempt = claim(engine, run.id)
+        record_epoch(
+            engine, run.id, attempt, 1, {"train": Split(sum(val), val), "val": Split(sum(val), val)}
+        )
+    return run.id
+
+
+@pytest.fixture
+def gappy_runs(engine) -> dict[str, int]:  # noqa: ANN001
+    """Runs that each lack something: a tag, a timestep, a finite loss, any losses at all."""
+    rnn = {"task": "translation", "model": "rnn"}
+    return {
+        "full": _run(engine, {**rnn, "cell": "gru"}, {"team": "a", "x": "10"}, [0.1, 0.2, 0.3]),
+        "lstm": _run(engine, {**rnn, "cell": "lstm", "lr": 0.01}, {"team": "b"}, [0.3, 0.1]),
+        "untagged": _run(engine, rnn, {}, [0.2, 0.4, 0.1]),
+        "nan": _run(engine, rnn, {"x": "abc"}, [0.1, float("nan")]),
+        "one_step": _run(engine, {"task": "binary", "model": "rnn"}, {"team": "a"}, [0.4]),
+        "queued": _run(engine, {**rnn, "lr": 0.01}, {"x": "9.5"}),
+        "mlp": _run(engine, {"task": "binary", "model": "mlp"}, {"team": "b"}, [0.3]),
+    }
+
+
+# An atom and the runs that lack its value (neither it nor its negation may match them).
+ATOMS = {
+    "tag.team = 'a'": {"untagged", "nan", "queued"},
+    "tag.team != 'a'": {"untagged", "nan", "queued"},
+    "tag.team in ('a', 'b')": {"untagged", "nan", "queued"},
+    "tag.team not in ('b')": {"untagged", "nan", "queued"},
+    "tag.x < 9.7": {"lstm", "untagged", "one_step", "nan", "mlp"},  # abc is not a number
+    "tag.x >= 'a'": {"lstm", "untagged", "one_step", "mlp"},
+    "cell = 'gru'": {"mlp"},  # a hyperparameter that does not apply
+    "cell not in ('lstm', 'rnn')": {"mlp"},
+    "activation != 'relu'": {"full", "lstm", "untagged", "nan", "one_step", "queued"},
+    "val_loss_t[2] < 0.3": {"nan", "one_step", "queued", "mlp"},
+    "val_loss_t[2] != 0.2": {"nan", "one_step", "queued", "mlp"},
+    "val_loss_t[2] not in (0.1, 0.4)": {"nan", "one_step", "queued", "mlp"},
+    "final_val_loss <= 0.6": {"nan", "queued"},
+    "worker = 'host'": {"queued"},
+    "lr > 0.05": set(),
+}
+
+
+def _matches(engine, where: str, runs: dict[str, int]) -> set[str]:  # noqa: ANN001
+    found = {r.id for r in list_runs(engine, where=where, limit=None)}
+    return {name for name, run_id in runs.items() if run_id in found}
+
+
+def _kleene(op: str, a: bool | None, b: bool | None) -> bool | None:
+    if op == "and":
+        return False if False in (a, b) else None if None in (a, b) else True
+    return True if True in (a, b) else None if None in (a, b) else False
+
+
+def test_missing_values_are_unknown_and_not_never_agrees_with_its_operand(
+    engine,  # noqa: ANN001
+    gappy_runs: dict[str, int],
+) -> None:
+    truth: dict[str, dict[str, bool | None]] = {}
+    for atom, lacking in ATOMS.items():
+        yes, no = _matches(engine, atom, gappy_runs), _matches(engine, f"not ({atom})", gappy_runs)
+        assert not yes & no, atom
+        assert not lacking & (yes | no), f"{atom}: a run without the value matched"
+        assert yes | no | lacking == set(gappy_runs), atom
+        truth[atom] = {
+            name: True if name in yes else False if name in no else None for name in gappy_runs
+        }
+    assert truth["tag.team != 'a'"]["lstm"] and truth["tag.team = 'a'"]["full"]
+    assert truth["tag.x < 9.7"]["queued"] and truth["tag.x < 9.7"]["full"] is False
+    # Combinations follow Kleene's tables, atom by atom.
+    atoms = list(ATOMS)
+    for left, right in zip(atoms, atoms[3:] + atoms[:3], strict=True):
+        for op in ("and", "or"):
+            expression = f"({left}) {op} ({right})"
+            yes = _matches(engine, expression, gappy_runs)
+            no = _matches(engine, f"not ({expression})", gappy_runs)
+            for name in gappy_runs:
+                expected = _kleene(op, truth[left][name], truth[right][name])
+                assert (name in yes, name in no) == (expected is True, expected is False), (
+                    expression,
+                    name,
+                )
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("tag.x < 9", {"5"}),
+        ("tag.x < 9.7", {"5", "9.5"}),
+        ("tag.x = 5.0", {"5"}),
+        ("tag.x = 10", {"10", "1e1"}),
+        ("tag.x > 1e300", {"1e999"}),
+        ("tag.x in (5, 10)", {"5", "10", "1e1"}),
+        ("tag.x in (5, 'abc')", {"5", "abc"}),
+        ("not tag.x < 9", {"10", "9.5", "1e1", "1e999"}),  # abc and 10abc are not numbers
+        ("tag.x = '5'", {"5"}),  # quoted: compared as text
+        ("tag.x = '5.0'", set()),
+        ("tag.x < '9'", {"10", "1e1", "1e999", "10abc", "5", ""}),
+    ],
+)
+def test_a_tag_compares_as_a_number_with_a_number(engine, where: str, expected: set[str]) -> None:  # noqa: ANN001
+    values = ["10", "9.5", "5", "abc", "10abc", "1e1", "1e999", ""]
+    runs = {v: _run(engine, {"task": "binary", "model": "mlp"}, {"x": v}) for v in values}
+    assert _matches(engine, where, runs) == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 from sqlalchemy import select, update
@@ -57,12 +58,49 @@ def test_every_run_of_an_experiment_keeps_its_params_and_tags(engine) -> None:  
     assert [r.id for r in list_runs(engine, where="dropout = 0.5")] == [untagged.id]
 
 
+def test_every_param_that_applies_is_recorded_and_queryable(engine) -> None:  # noqa: ANN001
+    digest = "ab" * 32
+    on_data = spec_from_dict(
+        {"task": "binary", "model": "rnn", "data": digest, "patience": 3, "grad_clip": 0.5}
+    )
+    built_in = spec_from_dict({"task": "binary", "model": "mlp", "val_fraction": 0.3})
+    a, b = (
+        create_run(engine, spec.to_dict(), spec.params(), NewRun("exp", "cpu")).id
+        for spec in (on_data, built_in)
+    )
+    params = get_run(engine, a).params
+    assert (params["data"], params["patience"], params["grad_clip"], params["cell"]) == (
+        digest,
+        3,
+        0.5,
+        "gru",
+    )
+    assert not {"seq_len", "samples", "activation", "time_limit"} & set(params)
+    assert get_run(engine, a).to_json()["params"] == params
+    assert "cell" not in get_run(engine, b).params
+    for where, expected in (
+        (f"data = '{digest}'", [a]),
+        ("grad_clip < 1", [a]),
+        ("patience = 3", [a]),
+        ("not patience = 3", []),  # b has no patience: unknown
+        ("val_fraction = 0.3", [b]),
+        ("seq_len > 0 and samples = 2000", [b]),
+        ("cell = 'gru'", [a]),
+        ("cell != 'gru'", []),  # an MLP has no cell
+        ("activation = 'tanh'", [b]),
+    ):
+        assert [r.id for r in list_runs(engine, where=where)] == expected, where
+    assert [r.id for r in list_runs(engine, sort="patience", descending=False)] == [a, b]
+    by_cell = {g["cell"]: g["runs"] for g in summarize_runs(engine, RunFilter(), "cell", "lr")}
+    assert by_cell == {"gru": 1, None: 1}
+
+
 def test_a_run_whose_stored_spec_is_not_an_object_still_lists(engine) -> None:  # noqa: ANN001
     run = new_run(engine)
     with session_scope(engine) as session:
         session.execute(update(Run).where(Run.run_id == run.id).values(spec=["not", "a", "spec"]))
     (listed,) = list_runs(engine)
-    assert (listed.id, listed.spec, listed.params["lr"]) == (run.id, {}, None)
+    assert (listed.id, listed.spec, listed.params) == (run.id, {}, {})
 
 
 def test_list_runs_filters_and_sorts(engine) -> None:  # noqa: ANN001
@@ -137,14 +175,14 @@ def three_runs(engine) -> list[int]:  # noqa: ANN001
         ("experiment != 'other'", [0, 1, 3]),
         ("tag.team = 'a'", [0, 1, 2, 3]),
         ("tag.missing = 'a'", []),
-        ("not tag.missing = 'a'", [0, 1, 2, 3]),
+        ("not tag.missing = 'a'", []),  # missing: unknown either way
         ("val_loss_t[2] < 0.35", [0, 1]),
         ("val_loss_t[2] < 0.35 or val_loss_t[3] > 0.4", [0, 1]),
         ("val_loss_t[3] < 1", [0, 1]),  # run 2's t=3 is NaN: it matches no comparison
-        ("not val_loss_t[3] < 1", [2, 3]),
+        ("not val_loss_t[3] < 1", []),  # NaN or no losses: unknown
         ("train_loss_t[1] = 0.05", [0]),
         ("final_val_loss < 0.6", [1]),
-        ("not final_val_loss < 0.6", [0, 2, 3]),
+        ("not final_val_loss < 0.6", [0]),
         ("epochs_done = 2 and status = 'running'", [0, 1, 2]),
         ("created_at > '2000-01-01' and created_at < '2999-01-01T00:00:00+01:00'", [0, 1, 2, 3]),
         ("model = 'rnn' and task = 'translation' and cell = 'gru'", [0, 1, 2, 3]),
@@ -180,7 +218,7 @@ def test_summary_groups_in_sql(engine, three_runs: list[int]) -> None:  # noqa: 
     assert set(by_hidden) == {16, 32}
     sixteen = by_hidden[16]
     assert (sixteen["runs"], sixteen["count"]) == (2, 1)  # the queued run has no loss yet
-    assert sixteen["mean"] == pytest.approx(0.9) and sixteen["std"] == pytest.approx(0.0)
+    assert sixteen["mean"] == pytest.approx(0.9) and sixteen["std"] is None  # one value
     thirty_two = by_hidden[32]
     # b's final val L is 0.5; c's is NaN (its sum holds a NaN), stored as missing.
     assert (thirty_two["runs"], thirty_two["count"]) == (2, 1)
@@ -192,7 +230,7 @@ def test_summary_groups_in_sql(engine, three_runs: list[int]) -> None:  # noqa: 
     mean = sum(values) / 3
     assert rnn["model"] == "rnn" and rnn["count"] == 3
     assert rnn["mean"] == pytest.approx(mean)
-    assert rnn["std"] == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in values) / 3))
+    assert rnn["std"] == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in values) / 2))
     assert (rnn["min"], rnn["max"]) == (pytest.approx(0.1), pytest.approx(0.6))
     two = summarize_runs(engine, RunFilter(), "experiment,tag.team,lr", "final_metric")
     assert {(g["experiment"], g["tag.team"], g["lr"]) for g in two} == {
@@ -203,6 +241,21 @@ def test_summary_groups_in_sql(engine, three_runs: list[int]) -> None:  # noqa: 
     }
     with pytest.raises(InputError, match="--metric: status is not a number"):
         summarize_runs(engine, RunFilter(), "model", "status")
+
+
+def test_summary_std_is_the_sample_std_computed_stably(engine) -> None:  # noqa: ANN001
+    """Seed replicates near 2e9 and a constant column: E[x²] − E[x]² gave 22.6 and 1.9e-9."""
+    for seed in (2_000_000_000, 2_000_000_001, 2_000_000_003):
+        new_run(engine, seed=seed, lr=0.3)
+    new_run(engine, seed=7, experiment="single")
+    by_seed = {
+        g["experiment"]: g for g in summarize_runs(engine, RunFilter(), "experiment", "seed")
+    }
+    assert by_seed["exp"]["std"] == pytest.approx(statistics.stdev([0, 1, 3]), rel=1e-9)
+    assert by_seed["exp"]["mean"] == pytest.approx(2_000_000_001 + 1 / 3, rel=1e-15)
+    assert by_seed["single"]["count"] == 1 and by_seed["single"]["std"] is None
+    [constant] = summarize_runs(engine, RunFilter(experiment="exp"), "experiment", "lr")
+    assert constant["count"] == 3 and constant["std"] == 0.0
 
 
 def test_exports_stream_runs_and_the_winning_attempts_losses(engine, three_runs: list[int]) -> None:  # noqa: ANN001
