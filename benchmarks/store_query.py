@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from benchmarks.store_common import RESULTS, machine, median_ms, pg_database, process_ms, table
-from models.spec import spec_from_dict
+from models.spec import applied_params, spec_from_dict
 from service.db import make_engine, upgrade
 
 TASKS = {"binary": 1, "sentiment": 1, "captioning": 8, "translation": 8}  # task → timesteps T
@@ -110,7 +110,7 @@ def _run(i: int, rng: random.Random) -> tuple[dict, list, list, list]:
             float(v) if isinstance(v, (int, float)) else None,
             v if isinstance(v, str) else None,
         )
-        for name, v in spec.params().items()
+        for name, v in applied_params(spec.to_dict()).items()
     ]
     tags = [(i, "team", "abc"[i % 3]), (i, "sweep", f"s{i % 100}")]
     return run, params, tags, losses
