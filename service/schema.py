@@ -80,6 +80,7 @@ class Run(Base):
         Index("ix_runs_final_val_loss", "final_val_loss"),
         Index("ix_runs_best_val_loss", "best_val_loss"),
         Index("ix_runs_final_metric", "final_metric"),
+        Index("ix_runs_best_metric", "best_metric"),
     )
 
     run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -103,6 +104,12 @@ class Run(Base):
     best_train_loss: Mapped[float | None] = mapped_column(Float)
     best_val_loss: Mapped[float | None] = mapped_column(Float)
     final_metric: Mapped[float | None] = mapped_column(Float)
+    # The epoch with the lowest finite val L (ties to the earlier), its primary val metric and
+    # every val metric by name there; final_metrics: every val metric of the last epoch.
+    best_epoch: Mapped[int | None] = mapped_column(Integer)
+    best_metric: Mapped[float | None] = mapped_column(Float)
+    best_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    final_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)
     resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)  # set by a checkpoint resume
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
@@ -174,8 +181,41 @@ class Loss(Base):
     value_kind: Mapped[str] = mapped_column(String(8), server_default=text("'finite'"))
 
 
+class Metric(Base):
+    """One metric value of an epoch and split: a whole-split metric where timestep is NULL
+    (accuracy, token_accuracy, exact_match), or one at output step t (1-based, the numbering
+    of the losses' L_t: token_accuracy at step t)."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (
+        UniqueConstraint("run_id", "attempt", "epoch", "split", "name", "timestep"),
+        Index(
+            "uq_metrics_whole",
+            "run_id",
+            "attempt",
+            "epoch",
+            "split",
+            "name",
+            unique=True,
+            sqlite_where=text("timestep IS NULL"),
+            postgresql_where=text("timestep IS NULL"),
+        ),
+    )
+
+    metric_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
+    )
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str] = mapped_column(String(32))
+    timestep: Mapped[int | None] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+
+
 class Checkpoint(Base):
-    """A run's latest training state (models.checkpoint.TrainingState as bytes)."""
+    """A run's latest training state (models.checkpoint.TrainingState as bytes), and its best."""
 
     __tablename__ = "checkpoints"
 
@@ -186,3 +226,7 @@ class Checkpoint(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     state: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The state after the run's best epoch (lowest finite val L), kept beside the latest.
+    best_attempt: Mapped[int | None] = mapped_column(Integer)
+    best_epoch: Mapped[int | None] = mapped_column(Integer)
+    best_state: Mapped[bytes | None] = mapped_column(LargeBinary)
