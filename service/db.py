@@ -3,24 +3,108 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from service.errors import DatabaseError
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+FORK_WAIT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000
 # An execution option: transactions that only read begin deferred on SQLite, so that in WAL
 # mode they never queue behind a writer for the write lock.
 READ_ONLY = "expq_read_only"
+
+
+class _ForkGuard:
+    """Holds a fork until this process has no SQLite connection open.
+
+    SQLite keeps each open database's lock state in the process: a child forked while a
+    connection is open inherits that state, and one forked inside a write transaction finds
+    the database "locked" forever (sqlite.org/howtocorrupt.html, "Carrying an open database
+    connection across a fork()"). So SQLite engines do not pool connections (one costs
+    ~0.1 ms to open), and a fork, Celery's replacement of a dead pool process among them,
+    waits for the transactions in flight to end and lets no new connection open until it has
+    happened. A connection held longer than the busy timeout lets the fork go ahead, logged.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(
+            before=self._before_fork,
+            after_in_parent=self._after_fork_in_parent,
+            after_in_child=self._reset,
+        )
+
+    def _reset(self) -> None:
+        self._changed = threading.Condition()
+        self._open = 0
+        self._forking = False
+
+    @contextmanager
+    def opening(self) -> Iterator[None]:
+        """Count the connection opened inside as open until `closed`."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._forking)
+            self._open += 1
+        try:
+            yield
+        except BaseException:
+            self.closed()
+            raise
+
+    def closed(self) -> None:
+        with self._changed:
+            self._open -= 1
+            self._changed.notify_all()
+
+    def _before_fork(self) -> None:
+        self._changed.acquire()
+        self._forking = True
+        if not self._changed.wait_for(lambda: self._open == 0, FORK_WAIT_SECONDS):
+            log.warning("forking with %d SQLite connections open", self._open)
+
+    def _after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._changed.notify_all()
+        self._changed.release()
+
+
+_fork_guard = _ForkGuard()
+
+
+class _GuardedConnection(sqlite3.Connection):
+    """A SQLite connection that `_fork_guard` counts from before it opens until it closes."""
+
+    _counted = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with _fork_guard.opening():
+            super().__init__(*args, **kwargs)
+        self._counted = True
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._counted:
+                self._counted = False
+                _fork_guard.closed()
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -46,12 +130,17 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`: SQLite in WAL mode with immediate transactions, or a pre-pinged pool."""
+    """An engine for `url`: SQLite in WAL mode with immediate transactions and no connection
+    kept open between them (see _ForkGuard), or a pre-pinged pool."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(
+            url,
+            poolclass=NullPool,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "factory": _GuardedConnection},
+        )
         _configure_sqlite(engine)
         return engine
     engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
