@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from support import poll, queue_runs, run_row
 
 # A short fleet: a lost attempt is recovered within LEASE + REAP seconds. Ten heartbeats a
@@ -19,6 +20,8 @@ FAULT_ENV = {
     "EXPQ_LEASE_SECONDS": "5",
     "EXPQ_REAP_SECONDS": "0.5",
 }
+# A fault whose recovery must not depend on the database the fleet shares.
+ON_EACH_DATABASE = pytest.mark.parametrize("fleet", ["sqlite", "postgresql"], indirect=True)
 # About 20 ms an epoch on one CPU core; T = 1, so an epoch writes 2 x (1 + 1) loss rows.
 QUICK = {"task": "sentiment", "model": "rnn", "samples": 200, "hidden": 16}
 

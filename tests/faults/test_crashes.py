@@ -8,7 +8,15 @@ import signal
 import time
 
 import pytest
-from faults.fleet import FAULT_ENV, QUICK, freeze, thaw, training_pid, worker_holding
+from faults.fleet import (
+    FAULT_ENV,
+    ON_EACH_DATABASE,
+    QUICK,
+    freeze,
+    thaw,
+    training_pid,
+    worker_holding,
+)
 from support import assert_settled, log_has, loss_rows, poll
 
 from service.lifecycle import LEASE_EXPIRED
@@ -26,6 +34,7 @@ def _since(moment: float, run) -> float:  # noqa: ANN001 - a runs row
     return run.started_at.timestamp() - moment
 
 
+@ON_EACH_DATABASE
 def test_a_killed_training_process_is_claimed_again_at_once(fleet) -> None:  # noqa: ANN001
     worker = fleet.worker()
     (run_id,) = fleet.submit(LONG)
@@ -44,6 +53,7 @@ def test_a_killed_training_process_is_claimed_again_at_once(fleet) -> None:  # n
     assert worker.poll() is None
 
 
+@ON_EACH_DATABASE
 def test_a_killed_worker_is_recovered_by_another_within_the_lease(fleet) -> None:  # noqa: ANN001
     workers = [fleet.worker(), fleet.worker()]
     (run_id,) = fleet.submit(LONG)
@@ -88,6 +98,7 @@ def test_a_frozen_worker_resumes_to_find_its_writes_refused(fleet) -> None:  # n
     fleet.wait_status(next_id, "succeeded")
 
 
+@ON_EACH_DATABASE
 def test_a_run_that_crashes_every_attempt_fails_after_max_attempts(fleet) -> None:  # noqa: ANN001
     """The OOM killer every time: the run gives up after 3 claims, with the reason, while the
     runs queued behind it train meanwhile."""
