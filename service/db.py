@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 FORK_WAIT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000
+# On PostgreSQL, a transaction that may write and whose client stops answering mid-way (frozen,
+# paused, cut off) is ended by the server after this long idle, and its row locks with it: the
+# most that a worker frozen inside a write adds to its run's recovery (README "Recovery").
+TRANSACTION_IDLE_TIMEOUT_SECONDS = 10.0
 # An execution option: transactions that only read begin deferred on SQLite, so that in WAL
 # mode they never queue behind a writer for the write lock.
 READ_ONLY = "expq_read_only"
@@ -152,7 +156,18 @@ def make_engine(url: str) -> Engine:
             # spent 200 ms compiling one of them (`--sort val_loss_t[3]` on 100k runs).
             with dbapi_connection.cursor() as cursor:
                 cursor.execute("SET jit = off")
+                cursor.execute(
+                    "SET idle_in_transaction_session_timeout = "
+                    f"{int(TRANSACTION_IDLE_TIMEOUT_SECONDS * 1000)}"
+                )
             dbapi_connection.commit()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection) -> None:  # noqa: ANN001
+            # A transaction that only reads holds no row lock that recovery waits on, and an
+            # export streams its rows as fast as the reader of its pipe goes.
+            if connection.get_execution_options().get(READ_ONLY):
+                connection.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
 
     return engine
 

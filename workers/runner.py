@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 
 from service.checkpoints import adopt_checkpoint, load_checkpoint
 from service.config import Settings
@@ -39,8 +39,10 @@ from workers.lease import Heartbeat
 
 log = logging.getLogger(__name__)
 
-# The database went away: nothing about the run itself is wrong.
-INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError)
+# The database went away, or ended this session's transaction (InternalError: PostgreSQL's
+# idle-in-transaction timeout after a freeze, a failover to a read-only standby): nothing
+# about the run itself is wrong.
+INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError, InternalError)
 
 # fit's outcome → the run's terminal status.
 _FIT_STATUS = {

@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from support import poll
 
 from service.db import (
@@ -21,6 +22,7 @@ from service.db import (
     get_engine,
     head_revision,
     make_engine,
+    session_scope,
     upgrade,
 )
 from service.errors import DatabaseError
@@ -116,3 +118,25 @@ def test_a_fork_waits_for_a_sqlite_transaction_in_flight(sqlite_url: str) -> Non
     with engine.connect() as connection:
         marks = connection.execute(text("SELECT who FROM marks")).scalars().all()
     assert sorted(marks) == ["child", "parent"]
+
+
+def test_postgresql_ends_only_writing_transactions_left_idle(
+    postgresql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that stops answering mid-transaction is ended after the bound; a reader (an
+    export into a slow pipe) may pause as long as it likes."""
+    import service.db
+
+    monkeypatch.setattr(service.db, "TRANSACTION_IDLE_TIMEOUT_SECONDS", 0.5)
+    engine = make_engine(postgresql_url)
+    with session_scope(engine, read_only=True) as reader:
+        reader.execute(text("SELECT 1"))
+        time.sleep(1)  # the fault: the reader's consumer pauses past the bound
+        assert reader.execute(text("SELECT 2")).scalar() == 2
+    with pytest.raises(DBAPIError, match="idle-in-transaction timeout"):
+        with session_scope(engine) as writer:
+            writer.execute(text("SELECT 1"))
+            time.sleep(1)  # the fault: a writer frozen mid-transaction
+            writer.execute(text("SELECT 2"))
+    with engine.connect() as connection:  # the pool hands out a live connection again
+        assert connection.execute(text("SELECT 3")).scalar() == 3
