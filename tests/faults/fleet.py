@@ -96,6 +96,39 @@ def thaw(worker: subprocess.Popen) -> None:
     os.killpg(worker.pid, signal.SIGCONT)
 
 
+def _row_locked(engine, run_id: int) -> bool:  # noqa: ANN001
+    from sqlalchemy import select
+    from sqlalchemy.exc import OperationalError
+
+    from service.schema import Run
+
+    with engine.connect() as connection:
+        try:
+            connection.execute(
+                select(Run.run_id).where(Run.run_id == run_id).with_for_update(nowait=True)
+            )
+        except OperationalError:  # LockNotAvailable: a transaction holds the row
+            return True
+        finally:
+            connection.rollback()
+    return False
+
+
+def freeze_inside_a_write(engine, pid: int, run_id: int) -> None:  # noqa: ANN001
+    """SIGSTOP training process `pid` while it holds its run's row lock (PostgreSQL): frozen
+    between an epoch's UPDATE and its COMMIT, as a VM pause or a swap storm may catch it."""
+
+    def frozen_inside() -> bool:
+        poll(lambda: _row_locked(engine, run_id), 30, f"a write of run {run_id}", interval=0)
+        os.kill(pid, signal.SIGSTOP)
+        if _row_locked(engine, run_id):
+            return True
+        os.kill(pid, signal.SIGCONT)  # it committed before the signal landed: again
+        return False
+
+    poll(frozen_inside, 60, f"process {pid} frozen inside a write of run {run_id}", interval=0)
+
+
 def waiting_run_ids(client) -> list[int]:  # noqa: ANN001 - a redis.Redis
     """The run id of every train message waiting in the broker's cpu queue, all levels."""
     import base64
