@@ -125,9 +125,17 @@ def _validate(raw: object) -> tuple[object | None, str | None]:
 
 
 def execute_run(
-    engine: Engine, run_id: int, settings: Settings, owner: str | None = None
+    engine: Engine,
+    run_id: int,
+    settings: Settings,
+    owner: str | None = None,
+    worker: str | None = None,
 ) -> str | None:
-    """Claim, train and finish one run; the status it ended in, or None when it was not ours."""
+    """Claim, train and finish one run; the status it ended in, or None when it was not ours.
+
+    `worker` is what the run's worker column shows: the Celery node name (`expq-1a2b3c@host`,
+    as `expq workers` lists it), so that two workers on one host can be told apart.
+    """
     phases = Phases()
     hostname = socket.gethostname()
     owner = owner or lease_owner(hostname, os.getpid())
@@ -135,7 +143,7 @@ def execute_run(
         engine,
         run_id,
         owner=owner,
-        worker=hostname,
+        worker=worker or hostname,
         auto_device=_auto_device(),
         lease_seconds=settings.lease_seconds,
     )

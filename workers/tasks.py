@@ -109,7 +109,8 @@ def train_run(self: Task, run_id: int) -> str | None:
     settings = load_settings()
     owner = lease_owner(socket.gethostname(), os.getpid(), self.request.id)
     try:
-        return execute_run(get_engine(settings.database_url), run_id, settings, owner)
+        engine = get_engine(settings.database_url)
+        return execute_run(engine, run_id, settings, owner, worker=self.request.hostname)
     except (DatabaseError, *INFRASTRUCTURE_ERRORS) as exc:
         if isinstance(exc, DatabaseError) and exc.__cause__ is None:
             raise  # the schema is not the one expq needs: no retry helps

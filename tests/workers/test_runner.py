@@ -200,3 +200,9 @@ def test_each_run_logs_where_its_time_went(
         r"train [\d.]+ ms, writes [\d.]+ ms\)"
     )
     assert any(re.fullmatch(pattern, record.getMessage()) for record in caplog.records)
+
+
+def test_a_run_records_the_node_name_of_its_worker(sqlite_engine, settings: Settings) -> None:  # noqa: ANN001
+    run_id = _queue(sqlite_engine, task="binary", model="mlp", epochs=1)
+    assert execute_run(sqlite_engine, run_id, settings, worker="expq-1a2b3c@host") == "succeeded"
+    assert get_run(sqlite_engine, run_id).worker == "expq-1a2b3c@host"
