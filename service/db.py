@@ -3,25 +3,113 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from service.errors import ConfigError, DatabaseError
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BACKENDS = ("sqlite", "postgresql")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+FORK_WAIT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000
+# On PostgreSQL, a transaction that may write and whose client stops answering mid-way (frozen,
+# paused, cut off) is ended by the server after this long idle, and its row locks with it: the
+# most that a worker frozen inside a write adds to its run's recovery (README "Recovery").
+TRANSACTION_IDLE_TIMEOUT_SECONDS = 10.0
 # An execution option: transactions that only read begin deferred on SQLite, so that in WAL
 # mode they never queue behind a writer for the write lock.
 READ_ONLY = "expq_read_only"
+
+
+class _ForkGuard:
+    """Holds a fork until this process has no SQLite connection open.
+
+    SQLite keeps each open database's lock state in the process: a child forked while a
+    connection is open inherits that state, and one forked inside a write transaction finds
+    the database "locked" forever (sqlite.org/howtocorrupt.html, "Carrying an open database
+    connection across a fork()"). So SQLite engines do not pool connections (one costs
+    ~0.1 ms to open), and a fork, Celery's replacement of a dead pool process among them,
+    waits for the transactions in flight to end and lets no new connection open until it has
+    happened. A connection held longer than the busy timeout lets the fork go ahead, logged.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(
+            before=self._before_fork,
+            after_in_parent=self._after_fork_in_parent,
+            after_in_child=self._reset,
+        )
+
+    def _reset(self) -> None:
+        self._changed = threading.Condition()
+        self._open = 0
+        self._forking = False
+
+    @contextmanager
+    def opening(self) -> Iterator[None]:
+        """Count the connection opened inside as open until `closed`."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._forking)
+            self._open += 1
+        try:
+            yield
+        except BaseException:
+            self.closed()
+            raise
+
+    def closed(self) -> None:
+        with self._changed:
+            self._open -= 1
+            self._changed.notify_all()
+
+    def _before_fork(self) -> None:
+        self._changed.acquire()
+        self._forking = True
+        if not self._changed.wait_for(lambda: self._open == 0, FORK_WAIT_SECONDS):
+            log.warning("forking with %d SQLite connections open", self._open)
+
+    def _after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._changed.notify_all()
+        self._changed.release()
+
+
+_fork_guard = _ForkGuard()
+
+
+class _GuardedConnection(sqlite3.Connection):
+    """A SQLite connection that `_fork_guard` counts from before it opens until it closes."""
+
+    _counted = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with _fork_guard.opening():
+            super().__init__(*args, **kwargs)
+        self._counted = True
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._counted:
+                self._counted = False
+                _fork_guard.closed()
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -79,7 +167,8 @@ def sqlite_path(url: URL) -> Path | None:
 
 
 def make_engine(url: str, *, create: bool = True) -> Engine:
-    """An engine for `url`: SQLite in WAL mode with immediate transactions, or a pre-pinged pool.
+    """An engine for `url`: SQLite in WAL mode with immediate transactions and no connection
+    kept open between them (see _ForkGuard), or a pre-pinged pool.
 
     `create=False` refuses a SQLite file that does not exist instead of creating it (and its
     folders): read commands never make a database.
@@ -100,7 +189,11 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
                 "(check EXPQ_HOME and EXPQ_DATABASE_URL)"
             ) from None
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(
+            url,
+            poolclass=NullPool,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "factory": _GuardedConnection},
+        )
         _configure_sqlite(engine)
         return engine
     engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
@@ -112,7 +205,18 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
             # spent 200 ms compiling one of them (`--sort val_loss_t[3]` on 100k runs).
             with dbapi_connection.cursor() as cursor:
                 cursor.execute("SET jit = off")
+                cursor.execute(
+                    "SET idle_in_transaction_session_timeout = "
+                    f"{int(TRANSACTION_IDLE_TIMEOUT_SECONDS * 1000)}"
+                )
             dbapi_connection.commit()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection) -> None:  # noqa: ANN001
+            # A transaction that only reads holds no row lock that recovery waits on, and an
+            # export streams its rows as fast as the reader of its pipe goes.
+            if connection.get_execution_options().get(READ_ONLY):
+                connection.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
 
     return engine
 

@@ -288,10 +288,13 @@ def reap_expired_leases(engine: Engine, now: datetime | None = None) -> list[Dis
     requeue: list[Dispatch] = []
     with session_scope(engine) as session:
         clock = _clock(session, now)
+        # A row another transaction holds (a worker frozen inside its epoch's write) is left
+        # for a later pass, once the database has ended that transaction: waiting on it here
+        # would stall the recovery of every other run.
         expired = session.execute(
-            select(
-                Run.run_id, Run.attempt, Run.max_attempts, Run.queue, Run.priority, Run.error
-            ).where(Run.status == RunStatus.RUNNING, Run.lease_expires_at < clock)
+            select(Run.run_id, Run.attempt, Run.max_attempts, Run.queue, Run.priority, Run.error)
+            .where(Run.status == RunStatus.RUNNING, Run.lease_expires_at < clock)
+            .with_for_update(skip_locked=True)
         ).all()
         for run_id, attempt, max_attempts, queue, priority, note in expired:
             reason = note or LEASE_EXPIRED
@@ -351,7 +354,13 @@ def take_stale_runs(
         clock = _clock(session)
         cutoff = clock - older_than
         stale = (Run.status == RunStatus.QUEUED, Run.queue == queue, Run.queued_at < cutoff)
-        ids = select(Run.run_id).where(*stale).order_by(Run.queued_at).limit(limit)
+        ids = (
+            select(Run.run_id)
+            .where(*stale)
+            .order_by(Run.queued_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         rows = session.execute(
             _update()
             .where(Run.run_id.in_(ids.scalar_subquery()), *stale)

@@ -13,8 +13,13 @@ Every `reap_seconds`, in every worker's main process:
 Recovery bounds, with one live worker anywhere in the fleet:
   a pool process that dies          → queued again within about a second (workers/tasks.py)
   a whole worker killed or frozen   → within lease_seconds + reap_seconds of its last renewal
+  a worker frozen inside a write    → within max(lease_seconds, TRANSACTION_IDLE_TIMEOUT_SECONDS)
+    (PostgreSQL)                      + reap_seconds of the freeze; every other run as above,
+                                      since a pass skips the rows another transaction holds
   a lost message                    → within resend_after_seconds + reap_seconds
-then claimed as soon as a worker of its queue is free.
+then claimed as soon as a worker of its queue is free. On SQLite a writer frozen inside its
+transaction holds the whole database until it resumes or dies: nothing outside the process can
+end it, and every other writer fails after the busy timeout meanwhile.
 
 All of it is safe to run in every worker at once: each state change is a conditional UPDATE
 that one reaper wins, and a duplicate message is dropped by the claim.

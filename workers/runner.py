@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 
 from service.checkpoints import adopt_checkpoint, load_checkpoint
 from service.config import Settings
@@ -39,8 +39,10 @@ from workers.lease import Heartbeat
 
 log = logging.getLogger(__name__)
 
-# The database went away: nothing about the run itself is wrong.
-INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError)
+# The database went away, or ended this session's transaction (InternalError: PostgreSQL's
+# idle-in-transaction timeout after a freeze, a failover to a read-only standby): nothing
+# about the run itself is wrong.
+INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError, InternalError)
 
 # fit's outcome → the run's terminal status.
 _FIT_STATUS = {
@@ -123,9 +125,17 @@ def _validate(raw: object) -> tuple[object | None, str | None]:
 
 
 def execute_run(
-    engine: Engine, run_id: int, settings: Settings, owner: str | None = None
+    engine: Engine,
+    run_id: int,
+    settings: Settings,
+    owner: str | None = None,
+    worker: str | None = None,
 ) -> str | None:
-    """Claim, train and finish one run; the status it ended in, or None when it was not ours."""
+    """Claim, train and finish one run; the status it ended in, or None when it was not ours.
+
+    `worker` is what the run's worker column shows: the Celery node name (`expq-1a2b3c@host`,
+    as `expq workers` lists it), so that two workers on one host can be told apart.
+    """
     phases = Phases()
     hostname = socket.gethostname()
     owner = owner or lease_owner(hostname, os.getpid())
@@ -133,7 +143,7 @@ def execute_run(
         engine,
         run_id,
         owner=owner,
-        worker=hostname,
+        worker=worker or hostname,
         auto_device=_auto_device(),
         lease_seconds=settings.lease_seconds,
     )

@@ -28,6 +28,10 @@ from workers.runner import INFRASTRUCTURE_ERRORS, execute_run, lease_owner
 log = logging.getLogger(__name__)
 
 RETRY_MAX_SECONDS = 30
+# About ten minutes (1 + 2 + ... + 30 s): a database away longer than that is an outage to
+# report, not to wait out in silence. The reaper publishes the run again once the database
+# answers (a queued run whose message is gone, or a claimed one whose lease ran out).
+MAX_RETRIES = 25
 
 
 def valid_run_id(args: object) -> int | None:
@@ -46,6 +50,12 @@ def death_reason(exc: BaseException) -> str:
     how = found.group(1) if found else str(exc).strip() or type(exc).__name__
     hint = " (killed: out of memory?)" if "SIGKILL" in how else ""
     return f"the training process died: {how}{hint}"
+
+
+def retry_countdown(retries: int) -> int | None:
+    """Seconds before retry number `retries + 1` of a message the database could not take;
+    None once MAX_RETRIES are spent."""
+    return None if retries >= MAX_RETRIES else min(2**retries, RETRY_MAX_SECONDS)
 
 
 def _release_dead_claim(run_id: int, owner: str, reason: str) -> None:
@@ -99,16 +109,26 @@ def train_run(self: Task, run_id: int) -> str | None:
     settings = load_settings()
     owner = lease_owner(socket.gethostname(), os.getpid(), self.request.id)
     try:
-        return execute_run(get_engine(settings.database_url), run_id, settings, owner)
+        engine = get_engine(settings.database_url)
+        return execute_run(engine, run_id, settings, owner, worker=self.request.hostname)
     except (DatabaseError, *INFRASTRUCTURE_ERRORS) as exc:
         if isinstance(exc, DatabaseError) and exc.__cause__ is None:
             raise  # the schema is not the one expq needs: no retry helps
         # The database is away, not the run: try this message again later. If the run was
         # claimed meanwhile its lease covers it, and the retried message is dropped.
-        countdown = min(2**self.request.retries, RETRY_MAX_SECONDS)
+        countdown = retry_countdown(self.request.retries)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if countdown is None:
+            log.error(
+                "run %s: database unavailable (%s) through %d retries; message dropped, the "
+                "reaper publishes the run again once the database answers",
+                run_id,
+                first,
+                MAX_RETRIES,
+            )
+            return None
         log.warning("run %s: database unavailable (%s); retrying in %ss", run_id, first, countdown)
-        raise self.retry(countdown=countdown, max_retries=None) from None
+        raise self.retry(countdown=countdown, max_retries=MAX_RETRIES) from None
 
 
 @worker_process_init.connect

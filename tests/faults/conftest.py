@@ -14,6 +14,14 @@ from support import expq_env
 
 
 @pytest.fixture
-def fleet(postgresql_url: str, redis_url: str, tmp_path: Path, worker_factory) -> Fleet:  # noqa: ANN001
-    env = expq_env(tmp_path, postgresql_url, redis_url, **FAULT_ENV)
-    return Fleet(postgresql_url, redis_url, env, worker_factory)
+def fleet(
+    request: pytest.FixtureRequest,
+    redis_url: str,
+    tmp_path: Path,
+    worker_factory,  # noqa: ANN001
+) -> Fleet:
+    """The fleet on PostgreSQL, or on each database in turn for a test marked
+    `faults.fleet.ON_EACH_DATABASE`."""
+    database_url = request.getfixturevalue(f"{getattr(request, 'param', 'postgresql')}_url")
+    env = expq_env(tmp_path, database_url, redis_url, **FAULT_ENV)
+    return Fleet(database_url, redis_url, env, worker_factory)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from support import poll, queue_runs, run_row
 
 # A short fleet: a lost attempt is recovered within LEASE + REAP seconds. Ten heartbeats a
@@ -19,6 +20,8 @@ FAULT_ENV = {
     "EXPQ_LEASE_SECONDS": "5",
     "EXPQ_REAP_SECONDS": "0.5",
 }
+# A fault whose recovery must not depend on the database the fleet shares.
+ON_EACH_DATABASE = pytest.mark.parametrize("fleet", ["sqlite", "postgresql"], indirect=True)
 # About 20 ms an epoch on one CPU core; T = 1, so an epoch writes 2 x (1 + 1) loss rows.
 QUICK = {"task": "sentiment", "model": "rnn", "samples": 200, "hidden": 16}
 
@@ -91,6 +94,39 @@ def freeze(worker: subprocess.Popen) -> None:
 
 def thaw(worker: subprocess.Popen) -> None:
     os.killpg(worker.pid, signal.SIGCONT)
+
+
+def _row_locked(engine, run_id: int) -> bool:  # noqa: ANN001
+    from sqlalchemy import select
+    from sqlalchemy.exc import OperationalError
+
+    from service.schema import Run
+
+    with engine.connect() as connection:
+        try:
+            connection.execute(
+                select(Run.run_id).where(Run.run_id == run_id).with_for_update(nowait=True)
+            )
+        except OperationalError:  # LockNotAvailable: a transaction holds the row
+            return True
+        finally:
+            connection.rollback()
+    return False
+
+
+def freeze_inside_a_write(engine, pid: int, run_id: int) -> None:  # noqa: ANN001
+    """SIGSTOP training process `pid` while it holds its run's row lock (PostgreSQL): frozen
+    between an epoch's UPDATE and its COMMIT, as a VM pause or a swap storm may catch it."""
+
+    def frozen_inside() -> bool:
+        poll(lambda: _row_locked(engine, run_id), 30, f"a write of run {run_id}", interval=0)
+        os.kill(pid, signal.SIGSTOP)
+        if _row_locked(engine, run_id):
+            return True
+        os.kill(pid, signal.SIGCONT)  # it committed before the signal landed: again
+        return False
+
+    poll(frozen_inside, 60, f"process {pid} frozen inside a write of run {run_id}", interval=0)
 
 
 def waiting_run_ids(client) -> list[int]:  # noqa: ANN001 - a redis.Redis

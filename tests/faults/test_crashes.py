@@ -8,10 +8,20 @@ import signal
 import time
 
 import pytest
-from faults.fleet import FAULT_ENV, QUICK, freeze, thaw, training_pid, worker_holding
+from faults.fleet import (
+    FAULT_ENV,
+    ON_EACH_DATABASE,
+    QUICK,
+    freeze,
+    freeze_inside_a_write,
+    thaw,
+    training_pid,
+    worker_holding,
+)
 from support import assert_settled, log_has, loss_rows, poll
 
-from service.lifecycle import LEASE_EXPIRED
+from service.db import TRANSACTION_IDLE_TIMEOUT_SECONDS
+from service.lifecycle import LEASE_EXPIRED, cancel_run
 
 pytestmark = pytest.mark.integration
 
@@ -20,12 +30,24 @@ REAP = float(FAULT_ENV["EXPQ_REAP_SECONDS"])
 HEARTBEAT = float(FAULT_ENV["EXPQ_HEARTBEAT_SECONDS"])
 SLACK = 3.0  # a claim, a message hop and a loaded CI machine
 LONG = {**QUICK, "epochs": 40}  # ~1-2 s: long enough to be caught mid-run
+# Most of an epoch is its write (a checkpoint of ~1M parameters): easy to freeze inside it.
+WIDE = {"task": "binary", "model": "mlp", "hidden": 1024, "layers": 2, "samples": 80}
+
+
+def _lost(run_id: int) -> tuple[str, str]:
+    """What a thawed worker logs for attempt 1: its next write refused, or, frozen inside a
+    write, PostgreSQL's end of that transaction."""
+    return (
+        f"run {run_id} attempt 1: lease lost",
+        f"run {run_id} attempt 1: database error, attempt abandoned",
+    )
 
 
 def _since(moment: float, run) -> float:  # noqa: ANN001 - a runs row
     return run.started_at.timestamp() - moment
 
 
+@ON_EACH_DATABASE
 def test_a_killed_training_process_is_claimed_again_at_once(fleet) -> None:  # noqa: ANN001
     worker = fleet.worker()
     (run_id,) = fleet.submit(LONG)
@@ -44,6 +66,7 @@ def test_a_killed_training_process_is_claimed_again_at_once(fleet) -> None:  # n
     assert worker.poll() is None
 
 
+@ON_EACH_DATABASE
 def test_a_killed_worker_is_recovered_by_another_within_the_lease(fleet) -> None:  # noqa: ANN001
     workers = [fleet.worker(), fleet.worker()]
     (run_id,) = fleet.submit(LONG)
@@ -75,7 +98,7 @@ def test_a_frozen_worker_resumes_to_find_its_writes_refused(fleet) -> None:  # n
     first_attempt = loss_rows(fleet.engine, run_id, attempt=1)
     thaw(holder)
     poll(
-        lambda: log_has(holder.log_path, f"run {run_id} attempt 1: lease lost"),
+        lambda: any(log_has(holder.log_path, line) for line in _lost(run_id)),
         30,
         "the thawed worker to notice it lost the run",
     )
@@ -88,6 +111,7 @@ def test_a_frozen_worker_resumes_to_find_its_writes_refused(fleet) -> None:  # n
     fleet.wait_status(next_id, "succeeded")
 
 
+@ON_EACH_DATABASE
 def test_a_run_that_crashes_every_attempt_fails_after_max_attempts(fleet) -> None:  # noqa: ANN001
     """The OOM killer every time: the run gives up after 3 claims, with the reason, while the
     runs queued behind it train meanwhile."""
@@ -112,3 +136,40 @@ def test_a_run_that_crashes_every_attempt_fails_after_max_attempts(fleet) -> Non
         done = fleet.wait_status(run_id, "succeeded")
         assert done.finished_at < failed.started_at  # trained between the poison's attempts
     assert_settled(fleet.engine, [poison, *others])
+
+
+def test_a_worker_frozen_inside_a_write_stalls_no_other_run(fleet) -> None:  # noqa: ANN001
+    """The frozen process holds its run's row until PostgreSQL ends its idle transaction;
+    meanwhile the reapers pass that row by and recover every other run at once."""
+    workers = [fleet.worker(), fleet.worker(concurrency=2)]
+    stuck, other = fleet.submit({**WIDE, "epochs": 10_000}, {**WIDE, "epochs": 10_000, "seed": 1})
+    run = fleet.wait_training(stuck)
+    fleet.wait_training(other)
+    freeze_inside_a_write(fleet.engine, training_pid(run), stuck)
+    frozen = time.time()
+    holder = worker_holding(run, workers)
+    # Only once the frozen run's lease ran out can a reaper wait on its row.
+    poll(lambda: time.time() > fleet.run(stuck).lease_expires_at.timestamp(), 30, "the lease")
+    killed = time.time()
+    os.kill(training_pid(fleet.run(other)), signal.SIGKILL)
+
+    # Queued again (the README's bounds; a claim follows when a pool process is free).
+    again = fleet.wait_attempt(other, 2)
+    assert again.queued_at.timestamp() - killed < LEASE, again.queued_at.timestamp() - killed
+    again = fleet.wait_attempt(stuck, 2)
+    waited = again.queued_at.timestamp() - frozen
+    # Not before PostgreSQL ended the frozen transaction, and soon after.
+    bound = max(LEASE, TRANSACTION_IDLE_TIMEOUT_SECONDS) + REAP + SLACK
+    assert TRANSACTION_IDLE_TIMEOUT_SECONDS - 1 < waited < bound, waited
+
+    os.kill(training_pid(run), signal.SIGCONT)
+    # Its epoch's write or its heartbeat's renewal, whichever it was frozen in, was ended.
+    poll(
+        lambda: any(log_has(holder.log_path, line) for line in _lost(stuck)),
+        30,
+        "the thawed process to notice it lost the run",
+    )
+    for run_id in (stuck, other):
+        cancel_run(fleet.engine, run_id)
+        fleet.wait_status(run_id, "cancelled")
+    assert_settled(fleet.engine, [stuck, other])

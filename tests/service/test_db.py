@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
+import threading
+import time
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from support import poll
 
 from service.db import (
     current_revision,
@@ -17,6 +24,7 @@ from service.db import (
     head_revision,
     known_revisions,
     make_engine,
+    session_scope,
     upgrade,
 )
 from service.errors import ConfigError, DatabaseError
@@ -103,3 +111,72 @@ def test_an_unreachable_database_is_one_line_without_its_password() -> None:
         ensure_schema(engine)
     assert "hunter2" not in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def _exit_code(pid: int) -> int:
+    def reaped() -> tuple[int] | None:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        return (os.waitstatus_to_exitcode(status),) if done == pid else None
+
+    return poll(reaped, 30, f"child {pid} to exit")[0]
+
+
+def test_a_fork_waits_for_a_sqlite_transaction_in_flight(sqlite_url: str) -> None:
+    """Celery forks a new pool process while the worker's main process writes (the reaper, a
+    dead process's lease): the child must not inherit that transaction's lock state, or the
+    database stays locked to it for ever."""
+    engine = make_engine(sqlite_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE marks (who TEXT)"))
+    inside = threading.Event()
+
+    def write() -> None:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO marks VALUES ('parent')"))
+            inside.set()
+            time.sleep(0.3)  # the fault: a transaction still in flight when the fork comes
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert inside.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child writes, as a new pool process's claim would
+        code = 1
+        try:
+            path = make_url(sqlite_url).database
+            child = sqlite3.connect(path, timeout=2, isolation_level=None)
+            child.execute("BEGIN IMMEDIATE")
+            # The fork waited for the parent's commit: its row is there.
+            if child.execute("SELECT who FROM marks").fetchall() == [("parent",)]:
+                child.execute("INSERT INTO marks VALUES ('child')")
+                child.execute("COMMIT")
+                code = 0
+        finally:
+            os._exit(code)
+    writer.join(10)
+    assert _exit_code(pid) == 0
+    with engine.connect() as connection:
+        marks = connection.execute(text("SELECT who FROM marks")).scalars().all()
+    assert sorted(marks) == ["child", "parent"]
+
+
+def test_postgresql_ends_only_writing_transactions_left_idle(
+    postgresql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that stops answering mid-transaction is ended after the bound; a reader (an
+    export into a slow pipe) may pause as long as it likes."""
+    import service.db
+
+    monkeypatch.setattr(service.db, "TRANSACTION_IDLE_TIMEOUT_SECONDS", 0.5)
+    engine = make_engine(postgresql_url)
+    with session_scope(engine, read_only=True) as reader:
+        reader.execute(text("SELECT 1"))
+        time.sleep(1)  # the fault: the reader's consumer pauses past the bound
+        assert reader.execute(text("SELECT 2")).scalar() == 2
+    with pytest.raises(DBAPIError, match="idle-in-transaction timeout"):
+        with session_scope(engine) as writer:
+            writer.execute(text("SELECT 1"))
+            time.sleep(1)  # the fault: a writer frozen mid-transaction
+            writer.execute(text("SELECT 2"))
+    with engine.connect() as connection:  # the pool hands out a live connection again
+        assert connection.execute(text("SELECT 3")).scalar() == 3

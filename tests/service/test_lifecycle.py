@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
-from support import Split, claim, new_run
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from support import Split, claim, new_run, poll
 
 from service.db import session_scope
 from service.lifecycle import (
@@ -258,3 +262,38 @@ def test_a_training_claim_records_the_device_and_returns_the_spec(engine) -> Non
         )
     assert take(garbage.id).spec == ["not", "a", "spec"]  # the worker fails it, with the reason
     assert take(999_999) is None
+
+
+def test_a_worker_frozen_inside_its_epoch_write_delays_only_its_own_run(
+    postgresql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker frozen between its epoch's UPDATE and COMMIT holds its run's row. The reaper
+    passes that row by and recovers every other run at once; the frozen run follows as soon
+    as PostgreSQL ends the idle transaction. (On SQLite such a writer holds the whole
+    database: nothing but its death or thaw ends it.)"""
+    import service.db
+    from service.lifecycle import _record_epoch
+
+    monkeypatch.setattr(service.db, "TRANSACTION_IDLE_TIMEOUT_SECONDS", 1.0)
+    engine = service.db.get_engine(postgresql_url)
+    frozen_run, other = new_run(engine), new_run(engine)
+    attempt = claim(engine, frozen_run.id)
+    claim(engine, other.id)
+    later = utcnow() + timedelta(seconds=60)  # both leases expired by then
+    frozen = Session(engine)
+    try:
+        _record_epoch(frozen, frozen_run.id, attempt, 1, {"train": Split(1.0), "val": Split(2.0)})
+        frozen_at = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:
+            reaped = pool.submit(reap_expired_leases, engine, later).result(timeout=5)
+        assert [d.run_id for d in reaped] == [other.id]
+        assert get_run(engine, frozen_run.id).status == "running"
+        reaped = poll(lambda: reap_expired_leases(engine, later), 10, "the frozen run's reap")
+        assert [d.run_id for d in reaped] == [frozen_run.id]
+        assert time.monotonic() - frozen_at >= 1.0  # not before the bound
+        with pytest.raises(DBAPIError, match="idle-in-transaction timeout"):
+            frozen.commit()
+    finally:
+        frozen.close()
+    assert get_run(engine, frozen_run.id).epochs_done == 0  # the frozen write never landed
+    assert get_losses(engine, frozen_run.id) == []

@@ -74,3 +74,34 @@ def test_expq_workers_with_no_fleet_or_no_broker(tmp_path: Path, redis_url: str)
     down = run_cli(env, "workers")
     assert down.returncode == 1 and down.stderr.startswith("Error: broker unreachable at")
     assert "hunter2" not in down.stderr
+
+
+def test_each_run_names_the_worker_that_trained_it(
+    postgresql_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    worker_factory,  # noqa: ANN001
+) -> None:
+    """Two workers on one host: the runs' worker column tells them apart, by the names
+    `expq workers` lists."""
+    env = expq_env(tmp_path, postgresql_url, redis_url)
+    worker_factory(env)
+    worker_factory(env)
+    run_ids = queue_runs(
+        postgresql_url, redis_url, *[{**QUICK, "epochs": 10_000, "seed": s} for s in (1, 2)]
+    )
+    from service.db import get_engine
+
+    engine = get_engine(postgresql_url)
+    poll(
+        lambda: all(run_row(engine, run_id).status == "running" for run_id in run_ids),
+        60,
+        "both runs to start",
+    )
+    listed = json.loads(run_cli(env, "workers", "--format", "json").stdout)
+    training = {info["worker"]: [run["run_id"] for run in info["active_runs"]] for info in listed}
+    shown = json.loads(run_cli(env, "runs", "list", "--format", "json").stdout)
+    assert len(training) == 2
+    assert {run["worker"]: [run["id"]] for run in shown} == training
+    for run_id in run_ids:
+        assert run_cli(env, "runs", "cancel", str(run_id)).returncode == 0

@@ -137,23 +137,31 @@ def test_a_spec_that_is_not_an_object_fails_the_run(sqlite_engine, settings: Set
     assert run_row(sqlite_engine, run_id).error == "invalid spec: spec must be an object"
 
 
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        ("OperationalError", "server closed the connection"),
+        # PostgreSQL ended a transaction the worker left idle (frozen, paused) too long.
+        ("InternalError", "terminating connection due to idle-in-transaction timeout"),
+    ],
+)
 def test_a_database_error_abandons_the_attempt_without_failing_the_run(
-    sqlite_engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    sqlite_engine, settings: Settings, monkeypatch: pytest.MonkeyPatch, error: str, message: str
 ) -> None:  # noqa: ANN001
     """The database, not the run, is at fault: the lease is given back for another attempt."""
-    from sqlalchemy.exc import OperationalError
+    import sqlalchemy.exc
 
     import workers.runner as runner
     from service.lifecycle import reap_expired_leases
 
     def unreachable(*_args, **_kwargs) -> None:
-        raise OperationalError("INSERT ...", {}, Exception("server closed the connection"))
+        raise getattr(sqlalchemy.exc, error)("INSERT ...", {}, Exception(message))
 
     monkeypatch.setattr(runner, "record_epoch", unreachable)
     run_id = _queue(sqlite_engine, task="binary", model="mlp")
     assert execute_run(sqlite_engine, run_id, settings, owner="me") is None
     run = get_run(sqlite_engine, run_id)
-    assert run.status == "running" and run.error.startswith("database error: OperationalError")
+    assert run.status == "running" and run.error.startswith(f"database error: {error}")
     assert [d.run_id for d in reap_expired_leases(sqlite_engine)] == [run_id]
     assert get_run(sqlite_engine, run_id).status == "queued"
 
@@ -192,3 +200,9 @@ def test_each_run_logs_where_its_time_went(
         r"train [\d.]+ ms, writes [\d.]+ ms\)"
     )
     assert any(re.fullmatch(pattern, record.getMessage()) for record in caplog.records)
+
+
+def test_a_run_records_the_node_name_of_its_worker(sqlite_engine, settings: Settings) -> None:  # noqa: ANN001
+    run_id = _queue(sqlite_engine, task="binary", model="mlp", epochs=1)
+    assert execute_run(sqlite_engine, run_id, settings, worker="expq-1a2b3c@host") == "succeeded"
+    assert get_run(sqlite_engine, run_id).worker == "expq-1a2b3c@host"
