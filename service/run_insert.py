@@ -7,7 +7,7 @@ Round trips, not Python, were most of a submit's time: the ORM's unit of work to
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Float, String, bindparam, func, insert, select, true
@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from service.records import utcnow
-from service.schema import Experiment, Run, RunParam, RunTag
+from service.schema import Experiment, Run, RunParam, RunStatus, RunTag
 
 RUN_COLUMNS = (
     "task", "model", "status", "spec", "queue", "priority", "idempotency_key", "max_attempts",
@@ -73,6 +73,32 @@ def _one_statement_insert() -> Any:
 _ONE_STATEMENT_INSERT = _one_statement_insert()
 
 
+def new_run_values(
+    spec: Mapping[str, Any],
+    *,
+    queue: str,
+    priority: int,
+    max_attempts: int,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """The RUN_COLUMNS values of a run about to be queued."""
+    now = utcnow()
+    return {
+        "task": spec["task"],
+        "model": spec["model"],
+        "status": RunStatus.QUEUED,
+        "spec": dict(spec),
+        "queue": queue,
+        "priority": priority,
+        "idempotency_key": idempotency_key,
+        "max_attempts": max_attempts,
+        "attempt": 0,
+        "epochs_done": 0,
+        "created_at": now,
+        "queued_at": now,
+    }
+
+
 def _param_rows(params: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Typed hyperparameter rows: numbers (bools as 0/1) in num_value, strings in text_value."""
     return [
@@ -123,6 +149,49 @@ def insert_run(
                 insert(RunTag), [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()]
             )
     return run_id
+
+
+def insert_runs(
+    engine: Engine,
+    experiment: str,
+    runs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, str]]],
+) -> list[int]:
+    """Insert a batch of runs, each (RUN_COLUMNS values, params, tags), in one transaction of
+    three multi-row statements; their new ids, in order."""
+    if not runs:
+        return []
+    with engine.begin() as connection:
+        experiment_id = _experiment_id(connection, experiment)
+        run_ids = list(
+            connection.execute(
+                insert(Run).returning(Run.run_id, sort_by_parameter_order=True),
+                [{**values, "experiment_id": experiment_id} for values, _, _ in runs],
+            ).scalars()
+        )
+        params = [
+            {**row, "run_id": run_id}
+            for run_id, (_, run_params, _) in zip(run_ids, runs, strict=True)
+            for row in _param_rows(run_params)
+        ]
+        tags = [
+            {"run_id": run_id, "key": key, "value": value}
+            for run_id, (_, _, run_tags) in zip(run_ids, runs, strict=True)
+            for key, value in run_tags.items()
+        ]
+        if params:
+            connection.execute(insert(RunParam), params)
+        if tags:
+            connection.execute(insert(RunTag), tags)
+    return run_ids
+
+
+def _experiment_id(connection: Connection, name: str) -> int:
+    lookup = select(Experiment.experiment_id).where(Experiment.name == name)
+    found = connection.scalar(lookup)
+    if found is None:
+        _create_experiment(connection, name)
+        found = connection.execute(lookup).scalar_one()
+    return found
 
 
 def _create_experiment(connection: Connection, name: str) -> None:

@@ -26,7 +26,7 @@ from service.filters import (
     value_of,
 )
 from service.records import LossRecord, RunRecord, as_utc, utcnow
-from service.run_insert import RUN_COLUMNS, insert_run
+from service.run_insert import insert_run, new_run_values
 from service.schema import Dataset, Experiment, Loss, Run, RunStatus, RunTag
 
 # Tag lookups go in chunks: SQLite refuses statements with more than 32,766 parameters.
@@ -152,23 +152,15 @@ def create_run(
     engine: Engine, spec: Mapping[str, Any], params: Mapping[str, Any], new: NewRun
 ) -> RunRecord:
     """Insert a validated spec as a `queued` run with its typed hyperparameters and tags."""
-    now = utcnow()
-    run = Run(
-        task=spec["task"],
-        model=spec["model"],
-        status=RunStatus.QUEUED,
-        spec=dict(spec),
+    values = new_run_values(
+        spec,
         queue=new.queue,
         priority=new.priority,
-        idempotency_key=new.idempotency_key,
         max_attempts=new.max_attempts,
-        attempt=0,
-        epochs_done=0,
-        created_at=now,
-        queued_at=now,
+        idempotency_key=new.idempotency_key,
     )
+    run = Run(**values)
     tags = dict(new.tags or {})
-    values = {column: getattr(run, column) for column in RUN_COLUMNS}
     run.run_id = insert_run(engine, new.experiment, values, params, tags)
     return _to_record(run, new.experiment, tags)
 

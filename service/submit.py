@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from service.store import (
     create_run,
     delete_queued_run,
     find_idempotent_run,
+    get_runs,
     load_dataset,
     save_dataset,
 )
@@ -187,3 +188,42 @@ def submit_spec(
             raise
         return run
     return run
+
+
+def submit_batch(
+    engine: Engine,
+    app,  # noqa: ANN001 - a Celery app, imported lazily
+    experiment: str,
+    batch: Sequence[tuple[Any, NewRun]],
+) -> list[RunRecord]:
+    """Store runs of one experiment as queued in one transaction, then publish them over one
+    producer: a sweep's batch. Their data must be saved already and they carry no idempotency
+    key. A broker failure removes the runs of the batch whose message was not sent."""
+    from service.run_insert import insert_runs, new_run_values
+    from workers.dispatch import broker_error, publish_run
+
+    max_attempts = load_settings().max_attempts
+    rows = [
+        (
+            new_run_values(
+                spec.to_dict(), queue=new.queue, priority=new.priority, max_attempts=max_attempts
+            ),
+            spec.params(),
+            dict(new.tags or {}),
+        )
+        for spec, new in batch
+    ]
+    run_ids = insert_runs(engine, experiment, rows)
+    sent = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for run_id, (_, new) in zip(run_ids, batch, strict=True):
+                publish_run(app, run_id, new.queue, new.priority, producer)
+                sent += 1
+    except BaseException as exc:
+        for run_id in run_ids[sent:]:
+            delete_queued_run(engine, run_id)
+        if isinstance(exc, Exception) and not isinstance(exc, BrokerUnavailable):
+            raise broker_error(app, exc) from exc
+        raise
+    return get_runs(engine, run_ids)

@@ -6,6 +6,7 @@ import base64
 import json
 
 from celery import Celery
+from kombu import Producer
 
 from service.config import mask_secrets, mask_url
 from service.errors import BrokerUnavailable
@@ -27,10 +28,13 @@ def broker_error(app: Celery, exc: BaseException) -> BrokerUnavailable:
     return BrokerUnavailable(f"broker unreachable at {mask_url(url)}: {mask_secrets(reason, url)}")
 
 
-def publish_run(app: Celery, run_id: int, queue: str, priority: int = 0) -> None:
+def publish_run(
+    app: Celery, run_id: int, queue: str, priority: int = 0, producer: Producer | None = None
+) -> None:
     """Send `train_run(run_id)`; priority 9 is the most urgent, as on RabbitMQ.
 
     kombu's Redis transport serves priority 0 first, so the number is flipped on the way out.
+    A batch passes one `producer` (from `app.producer_or_acquire()`) for all its messages.
     """
     try:
         app.send_task(
@@ -39,6 +43,7 @@ def publish_run(app: Celery, run_id: int, queue: str, priority: int = 0) -> None
             queue=queue,
             priority=MAX_PRIORITY - priority,
             retry=False,
+            producer=producer,
         )
     except Exception as exc:  # noqa: BLE001 - kombu raises many transport errors
         raise broker_error(app, exc) from exc

@@ -21,6 +21,7 @@ from service.errors import BrokerUnavailable, InputError
 from service.output import print_json, print_table
 
 PLAN_ROWS = 50  # a dry run's table stops here: rendering is most of its time beyond
+QUEUE_BATCH = 500  # runs stored in one transaction and published over one producer
 
 
 @click.command()
@@ -177,9 +178,10 @@ def _stop_on_interrupt() -> Iterator[threading.Event]:
 
 
 def _queue_all(prepared: list, name: str, tags: dict[str, str], priority: int) -> tuple[list, bool]:
-    """Store and publish each run in turn; the runs queued, and whether Ctrl-C stopped it."""
+    """Store and publish the runs in batches; the runs queued, and whether Ctrl-C stopped it
+    (between two batches: a batch is stored and published whole)."""
     from service.store import NewRun, save_dataset
-    from service.submit import submit_spec
+    from service.submit import submit_batch
     from workers.app import make_app
     from workers.dispatch import queue_for_device
 
@@ -188,16 +190,17 @@ def _queue_all(prepared: list, name: str, tags: dict[str, str], priority: int) -
     _check_broker(app)
     for digest, content in {d: c for _, files in prepared for d, c in files.items()}.items():
         save_dataset(engine, digest, content)  # once for the sweep, not once a run
-    runs = []
+    runs: list = []
     with _stop_on_interrupt() as stop:
-        for spec, _ in prepared:
+        for start in range(0, len(prepared), QUEUE_BATCH):
             if stop.is_set():
                 return runs, True
-            new = NewRun(
-                experiment=name, queue=queue_for_device(spec.device), priority=priority, tags=tags
-            )
+            batch = [
+                (spec, NewRun(name, queue_for_device(spec.device), priority, tags))
+                for spec, _ in prepared[start : start + QUEUE_BATCH]
+            ]
             try:
-                runs.append(submit_spec(engine, app, spec, {}, new))
+                runs += submit_batch(engine, app, name, batch)
             except BrokerUnavailable as exc:
                 raise BrokerUnavailable(
                     f"{exc}; {len(runs)} of {len(prepared)} runs were queued in experiment {name}"
