@@ -180,3 +180,20 @@ def test_postgresql_ends_only_writing_transactions_left_idle(
             writer.execute(text("SELECT 2"))
     with engine.connect() as connection:  # the pool hands out a live connection again
         assert connection.execute(text("SELECT 3")).scalar() == 3
+
+
+def test_a_fork_inherits_no_open_sqlite_connection(sqlite_url: str) -> None:
+    """The pool's idle connection is closed before the fork and reopened after it."""
+    engine = make_engine(sqlite_url)
+    with engine.begin() as connection:  # leaves one connection idle in the pool
+        connection.execute(text("CREATE TABLE marks (who TEXT)"))
+    pid = os.fork()
+    if pid == 0:
+        database = os.path.realpath(make_url(sqlite_url).database)
+        links = [os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")]
+        os._exit(1 if any(link.startswith(database) for link in links) else 0)
+    assert _exit_code(pid) == 0
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO marks VALUES ('parent')"))
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT who FROM marks")).scalars().all() == ["parent"]
