@@ -30,25 +30,23 @@ def bucket_size(length: int, max_points: int) -> int:
 
 
 def min_max(curve: Curve, max_points: int) -> Curve:
-    """`curve` with each bucket reduced to its min and max points, in epoch order."""
+    """`curve` with each bucket reduced to its min and max points, in epoch order; a bucket
+    with a non-finite loss also keeps its first one, as a gap (a divergence stays visible)."""
     size = bucket_size(len(curve.epoch), max_points)
     if size == 1:
         return curve
-    epochs: list[int] = []
-    values: list[float | None] = []
+    kept: list[int] = []
     for start in range(0, len(curve.epoch), size):
         indices = range(start, min(start + size, len(curve.epoch)))
         finite = [i for i in indices if curve.value[i] is not None]
-        if not finite:
-            epochs.append(curve.epoch[start])
-            values.append(None)
-            continue
-        low = min(finite, key=lambda i: curve.value[i])  # type: ignore[arg-type, return-value]
-        high = max(finite, key=lambda i: curve.value[i])  # type: ignore[arg-type, return-value]
-        for i in sorted({low, high}):
-            epochs.append(curve.epoch[i])
-            values.append(curve.value[i])
-    return Curve(epochs, values)
+        gaps = [i for i in indices if curve.value[i] is None][:1]
+        extremes = (
+            {min(finite, key=curve.value.__getitem__), max(finite, key=curve.value.__getitem__)}
+            if finite
+            else set()
+        )
+        kept += sorted(extremes | set(gaps))
+    return Curve([curve.epoch[i] for i in kept], [curve.value[i] for i in kept])
 
 
 def _bucket_mean(values: Sequence[float | None]) -> float | None:
