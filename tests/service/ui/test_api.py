@@ -9,7 +9,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from support import expq_env, run_cli
 from ui_support import EPOCHS, TIMESTEPS, UiServer, fill_sweep, step_losses
 
 WHERE = "lr < 0.2 and (model = 'rnn' or tag.team = 'a') and val_loss_t[2] < 2"
@@ -24,8 +23,14 @@ def served(database_url: str, ui_server: Callable[..., UiServer]) -> tuple[UiSer
 
 
 def _cli_json(tmp_path: Path, database_url: str, *args: str) -> object:
-    result = run_cli(expq_env(tmp_path, database_url, "redis://127.0.0.1:1/0"), *args)
-    assert result.returncode == 0, result.stderr
+    """What `expq ARGS` prints, through the real CLI in this process (no process start)."""
+    from click.testing import CliRunner
+
+    from service.cli import cli
+
+    env = {"EXPQ_DATABASE_URL": database_url, "EXPQ_HOME": str(tmp_path / "home")}
+    result = CliRunner().invoke(cli, list(args), env=env)
+    assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
 
