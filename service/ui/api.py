@@ -14,7 +14,7 @@ from service.store import get_run, list_runs, summarize_runs
 from service.store import get_runs as store_get_runs
 from service.ui.curves import MAX_POINTS, chart_data
 from service.ui.fleet import fleet_status
-from service.ui.queries import loss_points, page_of_run_ids
+from service.ui.queries import loss_series, page_of_run_ids
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1_000
@@ -98,8 +98,8 @@ def losses(request: Request) -> JSONResponse:
     than ?max_points= (default 500, 0: never) keep each bucket's min and max."""
     record = found_run(request)
     max_points = whole_number(request, "max_points", MAX_POINTS, MAX_CHART_POINTS)
-    points = loss_points(request.app.state.engine, record.id, record.attempt)
-    data = chart_data(points, max_points=max_points)
+    series = loss_series(request.app.state.engine, record.id, record.attempt)
+    data = chart_data(series, max_points=max_points)
     return JSONResponse({"run_id": record.id, "attempt": record.attempt, **data})
 
 

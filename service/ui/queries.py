@@ -2,17 +2,24 @@
 
 - `page_of_run_ids`: a page at any offset. `store.list_runs` has a limit but no offset; the
   ids come from here and the records from `store.get_runs`, so a run's JSON stays the store's.
-- `loss_points`: a run's losses as plain tuples. `store.get_losses` builds an ORM object and a
-  record per row: for 1,000 epochs x 64 timesteps (130k rows) that alone measured over 1 s.
+- `loss_series`: a run's losses as one pair of arrays per (split, timestep). `store.get_losses`
+  builds an ORM object and a record per row: for 1,000 epochs x 64 timesteps (130k rows) that
+  alone measured 2.9 s, and plain rows 0.2-0.3 s; the database joins each series into two
+  strings instead (group_concat / string_agg) and numpy parses them.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, func, select
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, String, cast, func, select
 
 from service.db import session_scope
 from service.filters import RunFilter, nullable, parse_sort, value_of
 from service.schema import Experiment, Loss, Run
+
+Series = tuple[str, int | None, np.ndarray, np.ndarray]
 
 
 def page_of_run_ids(
@@ -51,14 +58,24 @@ def page_of_run_ids(
         return ids + list(session.scalars(unvalued.offset(start).limit(limit - len(ids))))
 
 
-def loss_points(
-    engine: Engine, run_id: int, attempt: int
-) -> list[tuple[int, str, int | None, float | None]]:
-    """(epoch, split, timestep, value) of one attempt by epoch; None for a non-finite value."""
+def _joined(column: Any) -> Any:
+    # A NULL value (a non-finite loss) is kept as "nan": skipped, it would shift the series.
+    return func.aggregate_strings(func.coalesce(cast(column, String), "nan"), ",")
+
+
+def loss_series(engine: Engine, run_id: int, attempt: int) -> list[Series]:
+    """(split, timestep or None for L, epochs, values) of one attempt; NaN: a non-finite loss.
+
+    Epochs come in no particular order; each value sits at its epoch's position.
+    """
     query = (
-        select(Loss.epoch, Loss.split, Loss.timestep, Loss.value)
+        select(Loss.split, Loss.timestep, _joined(Loss.epoch), _joined(Loss.value))
         .where(Loss.run_id == run_id, Loss.attempt == attempt)
-        .order_by(Loss.epoch)
+        .group_by(Loss.split, Loss.timestep)
     )
     with session_scope(engine, read_only=True) as session:
-        return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+        rows = session.execute(query).all()
+    return [
+        (split, step, np.array(epochs.split(","), dtype=int), np.array(values.split(","), float))
+        for split, step, epochs, values in rows
+    ]

@@ -32,12 +32,17 @@
     Plotly.react("chart-total", traces, { ...expq.LAYOUT, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "L" } } }, expq.CONFIG);
   };
 
+  // Every L_t is chosen up to SHOWN of them; past that an evenly spaced SHOWN, first and last
+  // included (64 lines at once read as one band), and the others one click away.
+  const SHOWN = 8;
   const fillSteps = () => {
     const known = new Set([...steps.options].map((o) => o.value));
-    for (const t of losses.timesteps) {
+    const all = losses.timesteps;
+    const stride = all.length <= SHOWN ? 1 : (all.length - 1) / (SHOWN - 1);
+    const chosen = new Set(all.length <= SHOWN ? all : [...Array(SHOWN).keys()].map((i) => all[Math.round(i * stride)]));
+    for (const t of all) {
       if (known.has(String(t))) continue;
-      const option = new Option(`t=${t}`, String(t), true, true);
-      steps.add(option);
+      steps.add(new Option(`t=${t}`, String(t), chosen.has(t), chosen.has(t)));
     }
   };
 
@@ -67,7 +72,7 @@
     const heat = (losses.splits.val || losses.splits.train || {}).heatmap;
     const parts = [];
     if (losses.downsampled) {
-      parts.push(`Downsampled on the server: ${losses.epochs} epochs drawn as buckets of ${losses.bucket} epochs, each keeping its min and max (at most ${losses.max_points} points a curve).`);
+      parts.push(`Downsampled on the server: ${losses.epochs} epochs drawn as buckets of ${losses.bucket} epochs (L) and ${losses.step_bucket} epochs (each L_t), each bucket keeping its min and max.`);
     }
     if (heat && heat.bucket > 1) parts.push(`Heatmap columns average ${heat.bucket} epochs each.`);
     note.textContent = parts.join(" ");

@@ -13,10 +13,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
+from playwright import sync_api as playwright_api
 from support import expq_env, poll
 from ui_support import EPOCHS, TIMESTEPS, UiServer, fill_sweep, make_run, record
-
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]'")
 
 WHERE = "lr < 0.2 and (model = 'rnn' or tag.team = 'a') and val_loss_t[2] < 2"
 LONG_EPOCHS = 600
