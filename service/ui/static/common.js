@@ -42,6 +42,6 @@ const expq = {
   },
 
   TERMINAL: new Set(["succeeded", "failed", "diverged", "cancelled", "pruned"]),
-  LAYOUT: { margin: { t: 30, r: 20, b: 45, l: 60 }, legend: { orientation: "h" } },
+  LAYOUT: { margin: { t: 40, r: 20, b: 45, l: 60 }, legend: { orientation: "h", x: 0, y: 1.15 } },
   CONFIG: { displaylogo: false, responsive: true },
 };
