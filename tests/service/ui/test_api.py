@@ -70,6 +70,9 @@ def test_a_bad_filter_is_a_400_with_the_parsers_message(served: tuple[UiServer, 
         "error": "--where: expected a field, got end of expression at position 13"
     }
     assert server.get("/api/runs?sort=nonsense").status == 400
+    page = server.get(f"/?where={quote('tag.x = 1 <script>alert(1)</script>')}")
+    assert page.status == 400 and "at position 28" in page.text
+    assert "<script>alert" not in page.text and "&lt;script&gt;alert(1)" in page.text
     assert "limit" in server.get("/api/runs?limit=-1").json()["error"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -31,6 +32,20 @@ def test_a_missing_database_is_one_line_and_never_created(tmp_path: Path) -> Non
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith(f"Error: no expq database at {database}")
     assert not database.parent.exists()
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path, sqlite_url: str) -> None:
+    from service.db import get_engine
+
+    get_engine(sqlite_url)
+    env = expq_env(tmp_path, sqlite_url, "redis://127.0.0.1:1/0")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli(env, "ui", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
 
 
 def test_a_token_guards_every_request(sqlite_url: str, ui_server: Callable[..., UiServer]) -> None:
