@@ -74,11 +74,10 @@ def fetch(url: str) -> bytes:
 def serve(url: str, home: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "EXPQ_DATABASE_URL": url, "EXPQ_HOME": str(home)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "ui", "--port", str(port)],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+    with (home / "ui.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "ui", "--port", str(port)], env=env, stderr=log
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -170,6 +169,9 @@ def measure(url: str, home: Path, long_id: int) -> list[list[object]]:
             ]
         )
         return rows
+    except Exception:
+        print((home / "ui.log").read_text(errors="replace")[-5000:], file=sys.stderr)
+        raise
     finally:
         process.terminate()
         process.wait(10)
@@ -227,6 +229,7 @@ def main() -> None:
                 *table(["request", "median ms", "target", "met"], results),
                 "",
             ]
+            write(lines)
     lines += [
         "## Notes",
         "",
@@ -238,9 +241,13 @@ def main() -> None:
         "- The machine is shared with other work, so figures move by tens of percent between runs.",
         "",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ui_speed.md").write_text("\n".join(lines))
+    write(lines)
     print("\n".join(lines))
+
+
+def write(lines: list[str]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ui_speed.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(request, exc.status_code, str(exc.detail))
 
 
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # Starlette answers 500 without a word in the server's log: the traceback goes there.
+    traceback.print_exception(exc, file=sys.stderr)
+    return _error(request, 500, f"internal error: {type(exc).__name__}")
+
+
 async def _database_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OperationalError)
     lines = str(exc.orig or exc).strip().splitlines()
@@ -105,6 +113,7 @@ def make_app(engine: Engine, token: str | None = None, broker_url: str | None = 
             api.NotFound: _not_found,
             HTTPException: _http_error,
             OperationalError: _database_error,
+            Exception: _server_error,
         },
     )
     app.state.engine = engine
