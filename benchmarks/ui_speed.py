@@ -129,21 +129,27 @@ def measure(url: str, home: Path, long_id: int) -> list[list[object]]:
             shown += f"&offset={offset}`" if offset else "`"
             rows.append([shown, f"{ms:.1f}", "< 200 ms", "yes" if ms < 200 else "**no**"])
         page = median_ms(lambda: fetch(f"{base}/runs/{long_id}"))
+        start = time.perf_counter()
         body = fetch(f"{base}/api/runs/{long_id}/losses")
-        losses = median_ms(lambda: fetch(f"{base}/api/runs/{long_id}/losses"))
+        cold = (time.perf_counter() - start) * 1000
+        warm = median_ms(lambda: fetch(f"{base}/api/runs/{long_id}/losses"))
         data = json.loads(body)
         rows.append(
-            [f"`/runs/{long_id}` (the page's HTML)", f"{page:.1f}", "(with the next row)", ""]
+            [f"`/runs/{long_id}` (the page's HTML)", f"{page:.1f}", "(with the next rows)", ""]
         )
-        rows.append(
-            [
-                f"`/api/runs/{long_id}/losses`: {LONG_EPOCHS} epochs x {LONG_TIMESTEPS} "
-                f"timesteps x 2 splits, {len(body) / 1024:.0f} KiB, bucket {data['bucket']}",
-                f"{losses:.1f}",
-                "page + losses < 1 s",
-                "yes" if page + losses < 1000 else "**no**",
-            ]
+        shape = (
+            f"{LONG_EPOCHS} epochs x {LONG_TIMESTEPS} timesteps x 2 splits, "
+            f"{len(body) / 1024:.0f} KiB, L bucket {data['bucket']}"
         )
+        for label, ms in (("first request: the database", cold), ("later: kept", warm)):
+            rows.append(
+                [
+                    f"`/api/runs/{long_id}/losses` ({shape}), {label}",
+                    f"{ms:.1f}",
+                    "page + losses < 1 s",
+                    "yes" if page + ms < 1000 else "**no**",
+                ]
+            )
         drawn = browser_ms(f"{base}/runs/{long_id}")
         if drawn is not None:
             first, later = drawn

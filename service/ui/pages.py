@@ -14,6 +14,7 @@ from service.errors import InputError
 from service.filters import PARAM_KINDS, RunFilter
 from service.output import compare_rows, fmt_number
 from service.progress import TERMINAL
+from service.records import RunRecord
 from service.store import SUMMARY_STATS, get_runs, list_runs, summarize_runs
 from service.ui.api import found_run, page_of_runs, run_query
 
@@ -39,6 +40,9 @@ COLUMNS = (
     ("created", "created_at"),
 )
 FACETS = ("status", "experiment")
+# The run fields an experiment page can plot as the objective.
+OBJECTIVES = ("final_train_loss", "final_val_loss", "best_train_loss", "best_val_loss",
+              "final_metric", "epochs_done")  # fmt: skip
 
 
 def render(request: Request, template: str, code: int = 200, /, **context: Any) -> Response:
@@ -50,14 +54,15 @@ def error_page(request: Request, status: int, message: str) -> Response:
 
 
 def _facets(engine: Any, chosen: RunFilter) -> dict[str, list[tuple[str, int]]]:
-    """Runs per status and per experiment among those the filter matches (the other facet's
-    choice kept, this facet's own choice dropped, so that every choice stays one click away)."""
+    """Runs per status and per experiment, the other facet's choice kept and this facet's own
+    dropped, so that every choice stays one click away. The `where` filter is left out: with
+    it, each count probes every matching run (2.3 s for both at 100k runs); without it, each
+    is one indexed GROUP BY."""
     found = {}
     for name in FACETS:
         scope = RunFilter(
             experiment=None if name == "experiment" else chosen.experiment,
             status=None if name == "status" else chosen.status,
-            where=chosen.where,
         )
         groups = summarize_runs(engine, scope, name, "id")
         found[name] = sorted(((g[name], g["runs"]) for g in groups), key=lambda item: -item[1])
@@ -123,6 +128,12 @@ def compare_page(request: Request) -> Response:
     return render(request, "compare.html", runs=runs, summary=summary, differing=differing)
 
 
+def _plotted(run: RunRecord) -> dict[str, Any]:
+    """What the experiment page's charts and run list need of a run."""
+    return {"id": run.id, "status": run.status, "params": run.params,
+            **{field: getattr(run, field) for field in OBJECTIVES}}  # fmt: skip
+
+
 def experiment_page(request: Request) -> Response:
     """`/experiments/<name>`: the summary grouped by any field; parallel coordinates of the
     hyperparameters that vary against the objective; a scatter of one against it."""
@@ -132,16 +143,16 @@ def experiment_page(request: Request) -> Response:
     if not runs:
         return error_page(request, 404, f"no experiment named {name!r}")
     # Seeds vary by design: the summary's std is taken across them, not plotted against.
-    varying = [
-        p for p in PARAM_KINDS if p != "seed" and len({repr(run.params.get(p)) for run in runs}) > 1
-    ]
-    group_by = request.query_params.get("group_by", "").strip() or (varying or ["model"])[0]
+    values = {p: {repr(run.params.get(p)) for run in runs} for p in PARAM_KINDS if p != "seed"}
+    varying = [p for p, seen in values.items() if len(seen) > 1]
+    fewest = min(varying, key=lambda p: len(values[p]), default="model")
+    group_by = request.query_params.get("group_by", "").strip() or fewest
     context: dict[str, Any] = {
         "name": name,
         "group_by": group_by,
         "metric": request.query_params.get("metric", "").strip() or "final_val_loss",
         "varying": varying,
-        "runs": [run.to_json() for run in reversed(runs)],
+        "runs": [_plotted(run) for run in reversed(runs)],
         "groups": [],
         "names": [],
         "total": None,
