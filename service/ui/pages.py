@@ -64,7 +64,9 @@ def _facets(engine: Any, chosen: RunFilter) -> dict[str, list[tuple[str, int]]]:
             experiment=None if name == "experiment" else chosen.experiment,
             status=None if name == "status" else chosen.status,
         )
-        groups = summarize_runs(engine, scope, name, "id")
+        # Any float metric: only the group's run count is read. An integer one such as `id`
+        # overflows PostgreSQL's integer in the store's avg(value * value) past id 46,341.
+        groups = summarize_runs(engine, scope, name, "final_val_loss")
         found[name] = sorted(((g[name], g["runs"]) for g in groups), key=lambda item: -item[1])
     return found
 

@@ -62,6 +62,25 @@ def test_pages_of_runs_add_up_to_the_whole_list(served: tuple[UiServer, dict]) -
         assert pages == whole, sort
 
 
+def test_the_runs_page_counts_facets_past_id_46341(
+    database_url: str, ui_server: Callable[..., UiServer]
+) -> None:
+    from sqlalchemy import text
+
+    from service.db import get_engine
+
+    engine = get_engine(database_url)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text("ALTER SEQUENCE runs_run_id_seq RESTART WITH 60000"))
+    runs = fill_sweep(engine)
+    server = ui_server(database_url)
+    page = server.get("/?status=succeeded")
+    assert page.status == 200, page.text
+    assert f'data-id="{runs["finished"][0]}"' in page.text
+    assert '<span class="count">6</span>' in page.text  # succeeded, beside running and queued
+
+
 def test_a_bad_filter_is_a_400_with_the_parsers_message(served: tuple[UiServer, dict]) -> None:
     server, _ = served
     answer = server.get(f"/api/runs?where={quote('lr < 0.1 and')}")
