@@ -241,9 +241,9 @@ def main() -> None:
         "",
         "- `/api/runs` at offset 0 is `store.list_runs` (the same call as `runs list`); deeper "
         "pages take the ids from service/ui/queries.py and the records from `store.get_runs`.",
-        "- The run page's curves are downsampled on the server to at most 500 points, each "
-        "bucket of epochs keeping its min and max; the heatmaps average buckets down to 250 "
-        "epoch columns. The page says so above the charts.",
+        "- The run page's curves are downsampled on the server (L to 500 points, each L_t to "
+        "200), each bucket of epochs keeping its min and max; the heatmaps average buckets "
+        "down to 200 epoch columns. The page says so above the charts.",
         "- The machine is shared with other work, so figures move by tens of percent between runs.",
         "",
     ]
