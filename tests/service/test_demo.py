@@ -73,8 +73,8 @@ def _the_printed_command_opens_the_runs(stdout: str, home: Path) -> None:
         address = ui.stderr.readline().split()[2]  # "expq ui: ADDRESS over DATABASE"
         page = poll(lambda: _get(address), 30, f"the dashboard at {address}")
         data = json.loads(page.split('id="page-data">')[1].split("</script>")[0])
-        assert len(data["runs"]) == 8
-        assert {run["experiment"] for run in data["runs"]} == {command[2]}
+        assert data["name"] == command[2]
+        assert len(data["runs"]) == 8 and {run["status"] for run in data["runs"]} == {"succeeded"}
     finally:
         ui.terminate()
         ui.wait(10)
