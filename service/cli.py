@@ -16,6 +16,7 @@ from service.commands.submit import submit
 from service.commands.sweep import sweep
 from service.commands.watch import watch
 from service.errors import ExpqError
+from service.ui.command import ui
 
 
 class ExpqGroup(click.Group):
@@ -54,7 +55,7 @@ def cli() -> None:
     """expq: train MLPs and RNNs on sequence tasks across a Celery worker fleet."""
 
 
-for command in (submit, sweep, watch, worker, workers, runs, db, demo, export, predict):
+for command in (submit, sweep, watch, worker, workers, runs, db, demo, export, predict, ui):
     cli.add_command(command)
 runs.add_command(export_model)
 

@@ -187,4 +187,5 @@ def _submit_and_watch(settings, broker_url: str, epochs: int, worker: subprocess
     emit_runs(results, "table", title=f"expq demo: {experiment}")
     succeeded = sum(run.status == "succeeded" for run in results)
     click.echo(f"{succeeded}/{len(results)} runs succeeded")
+    click.echo(f"open them in the dashboard: expq ui --experiment {experiment}")
     return 0 if succeeded == len(results) else 1

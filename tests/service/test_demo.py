@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
-from support import poll
+from support import free_port, poll
 
 
 def _processes_with_home(home: Path) -> list[int]:
@@ -49,6 +51,41 @@ def test_the_demo_trains_every_pair_and_stops_its_worker(tmp_path: Path) -> None
     assert "8/8 runs succeeded" in result.stdout
     assert (home / "expq.db").is_file()
     assert _processes_with_home(home) == []
+    _the_printed_command_opens_the_runs(result.stdout, home)
+
+
+def _the_printed_command_opens_the_runs(stdout: str, home: Path) -> None:
+    """The results end with one command; run as printed, it serves the demo's experiment.
+    (Only the worker's shutdown line comes after it.)"""
+    prefix = "open them in the dashboard: "
+    lines = stdout.strip().splitlines()
+    last = lines[lines.index("8/8 runs succeeded") + 1]
+    assert last.startswith(prefix + "expq ui --experiment demo-"), last
+    assert lines[-1] == "stopping the demo worker ..."
+    command = [*last.removeprefix(prefix).split()[1:], "--port", str(free_port())]
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "service", *command],
+        env=_demo_env(home),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        address = ui.stderr.readline().split()[2]  # "expq ui: ADDRESS over DATABASE"
+        page = poll(lambda: _get(address), 30, f"the dashboard at {address}")
+        data = json.loads(page.split('id="page-data">')[1].split("</script>")[0])
+        assert data["name"] == command[2]
+        assert len(data["runs"]) == 8 and {run["status"] for run in data["runs"]} == {"succeeded"}
+    finally:
+        ui.terminate()
+        ui.wait(10)
+
+
+def _get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.read().decode()
+    except OSError:
+        return None
 
 
 def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
