@@ -79,7 +79,18 @@ def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
         started_at=as_utc(run.started_at),
         finished_at=as_utc(run.finished_at),
         resumed_from_epoch=run.resumed_from_epoch,
+        best_epoch=run.best_epoch,
+        best_metric=run.best_metric,
+        best_metrics=_metric_map(run.best_metrics),
+        final_metrics=_metric_map(run.final_metrics),
     )
+
+
+def _metric_map(stored: Any) -> dict[str, float]:
+    """A run's JSON metric column as {name: value}; {} where it is empty (runs before 0005)."""
+    if not isinstance(stored, dict):
+        return {}
+    return {str(k): float(v) for k, v in stored.items() if isinstance(v, (int, float))}
 
 
 def _records(session: Session, rows: Iterable[tuple[Run, str]]) -> list[RunRecord]:

@@ -13,6 +13,7 @@ from service.errors import InputError
 from service.output import (
     emit_compare,
     emit_losses,
+    emit_metrics,
     emit_run_detail,
     emit_runs,
     emit_summary,
@@ -214,11 +215,31 @@ def runs_losses(run_id: int, split: str | None, epoch: str, fmt: str) -> None:
     """Per-timestep losses L_t and total losses L of a run (timestep empty for L)."""
     from service.store import get_losses
 
-    if epoch not in ("all", "last") and not epoch.isdigit():
-        raise InputError(f"--epoch takes a number, last or all; got {epoch!r}")
+    _check_epoch(epoch)
     engine = open_engine()
     existing_run(engine, run_id)
     emit_losses(get_losses(engine, run_id, split=split, epoch=epoch), fmt)
+
+
+@runs.command("metrics")
+@click.argument("run_id", type=int)
+@click.option("--split", type=click.Choice(["train", "val"]), help="Only this split.")
+@click.option("--epoch", default="all", show_default=True, help="An epoch number, last or all.")
+@format_option()
+def runs_metrics(run_id: int, split: str | None, epoch: str, fmt: str) -> None:
+    """Metrics of a run per epoch and split: accuracy, or token_accuracy and exact_match, and
+    token_accuracy per output step (timestep empty for a whole-split metric)."""
+    from service.metrics_read import get_metrics
+
+    _check_epoch(epoch)
+    engine = open_engine()
+    existing_run(engine, run_id)
+    emit_metrics(get_metrics(engine, run_id, split=split, epoch=epoch), fmt)
+
+
+def _check_epoch(epoch: str) -> None:
+    if epoch not in ("all", "last") and not epoch.isdigit():
+        raise InputError(f"--epoch takes a number, last or all; got {epoch!r}")
 
 
 @runs.command("compare")
