@@ -64,5 +64,3 @@ def sequence(token: float, exact: float, steps: list[float]) -> dict:
         "exact_match": exact,
         **{("token_accuracy", t): v for t, v in enumerate(steps, start=1)},
     }
-
-

@@ -321,14 +321,18 @@ def _delta(a, b, name: str) -> float | None:  # noqa: ANN001 - two RunRecords
     help="The image file to write, e.g. losses.png.",
 )
 def runs_plot(run_ids: tuple[int, ...], output: Path) -> None:
-    """Plot the total loss per epoch and the last epoch's per-timestep loss of runs."""
+    """Plot the total loss and the metrics per epoch (the best epoch starred) and the last
+    epoch's per-timestep loss of runs."""
+    from service.metrics_read import get_metrics
     from service.store import get_losses, get_runs
 
     engine = open_engine()
     chosen = get_runs(engine, list(dict.fromkeys(run_ids)))
     from service.plots import plot_runs  # matplotlib loads only here
 
-    plot_runs([(run, get_losses(engine, run.id)) for run in chosen], output)
+    plot_runs(
+        [(run, get_losses(engine, run.id), get_metrics(engine, run.id)) for run in chosen], output
+    )
     click.echo(f"wrote {output}", err=True)
 
 

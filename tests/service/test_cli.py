@@ -506,3 +506,23 @@ def test_where_sort_summary_and_export_take_metric_fields(peaked_run: int) -> No
         bad = CliRunner().invoke(cli, args)
         assert bad.exit_code == 2 and message in bad.output, bad.output
         assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_runs_plot_draws_the_metrics_and_stars_the_best_epoch(peaked_run: int) -> None:
+    from service.commands.common import open_engine
+    from service.metrics_read import get_metrics
+    from service.plots import draw_runs
+    from service.store import get_losses, get_run
+
+    engine = open_engine()
+    run = get_run(engine, peaked_run)
+    figure = draw_runs([(run, get_losses(engine, run.id), get_metrics(engine, run.id))])
+    by_epoch, by_metric, _ = figure.axes
+    curves = {line.get_label(): line for line in by_metric.lines}
+    val = curves[f"run {run.id} (val token_accuracy)"]
+    assert list(val.get_xdata()) == [1, 2, 3] and list(val.get_ydata()) == [0.5, 0.75, 0.625]
+    assert f"run {run.id} (train exact_match)" in curves
+    star = curves[f"run {run.id}: best epoch 2"]
+    assert (list(star.get_xdata()), list(star.get_ydata())) == ([2], [0.75])
+    starred = [line for line in by_epoch.lines if line.get_marker() == "*"]
+    assert [(list(s.get_xdata()), list(s.get_ydata())) for s in starred] == [([2], [1.0])]
