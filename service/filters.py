@@ -218,8 +218,9 @@ def value_of(field: Field) -> ColumnElement:
     return select(_target(field)).where(*_lookup(field)).scalar_subquery()
 
 
-def joined_value(query: Select, field: Field) -> tuple[Select, Any]:
-    """`query` with the field's table outer-joined to runs, and the field's value column.
+def joined_value(query: Select, field: Field, *, outer: bool = True) -> tuple[Select, Any]:
+    """`query` with the field's table joined to runs (outer: runs without it kept), and the
+    field's value column.
 
     For GROUP BY over many runs: PostgreSQL hash-joins the params of one name in one pass
     where a scalar subquery would run once per run (`runs summary`: 330 → 115 ms, 100k runs).
@@ -228,7 +229,9 @@ def joined_value(query: Select, field: Field) -> tuple[Select, Any]:
         return query, _target(field)
     tables = {"param": RunParam, "tag": RunTag, "loss": Loss, "metric": Metric}
     table = aliased(tables[field.source])
-    return query.outerjoin(table, and_(*_lookup(field, table))), _target(field, table)
+    condition = and_(*_lookup(field, table))
+    joined = query.outerjoin(table, condition) if outer else query.join(table, condition)
+    return joined, _target(field, table)
 
 
 def _compared(field: Field, op: str, values: list[Any]) -> ColumnElement:

@@ -167,6 +167,8 @@ class Loss(Base):
             sqlite_where=text("timestep IS NULL"),
             postgresql_where=text("timestep IS NULL"),
         ),
+        # Sorts by a per-timestep loss walk this in value order (migration 0006).
+        Index("ix_losses_split_timestep_value", "split", "timestep", "value"),
     )
 
     loss_id: Mapped[int] = mapped_column(
@@ -200,6 +202,7 @@ class Metric(Base):
             sqlite_where=text("timestep IS NULL"),
             postgresql_where=text("timestep IS NULL"),
         ),
+        Index("ix_metrics_split_name_timestep_value", "split", "name", "timestep", "value"),
     )
 
     metric_id: Mapped[int] = mapped_column(

@@ -26,12 +26,14 @@ from service.output import (
 WHERE_HELP = (
     "Filter expression: comparisons (= != < <= > >=) and `in (...)` on a hyperparameter "
     "(lr, hidden, ...), tag.KEY, a summary field (status, experiment, final_val_loss, "
-    "created_at, ...) or train_loss_t[T] / val_loss_t[T] (the last epoch's L_t), joined by "
+    "created_at, best_epoch, best_metric, ...), train_loss_t[T] / val_loss_t[T] (the last "
+    "epoch's L_t), or a metric (accuracy, token_accuracy, exact_match) as val_NAME / "
+    "train_NAME (last epoch), best_val_NAME (best epoch) or val_NAME_t[T], joined by "
     "and, or, not and parentheses; strings in quotes. A tag compares as a number with a "
     "number and as text with a string. A comparison with a value a run lacks (a tag, a "
     "hyperparameter that does not apply, a timestep) is unknown: neither it nor its `not` "
     "matches. "
-    "Example: \"lr < 0.05 and (model = 'rnn' or tag.team = 'a') and val_loss_t[3] < 0.2\"."
+    "Example: \"lr < 0.05 and (model = 'rnn' or tag.team = 'a') and val_exact_match >= 0.9\"."
 )
 
 
@@ -125,7 +127,8 @@ def runs_list(
     "--metric",
     default="final_val_loss",
     show_default=True,
-    help="The numeric field summarised per group, e.g. final_metric or val_loss_t[3].",
+    help="The numeric field summarised per group, e.g. best_metric, val_exact_match or "
+    "val_loss_t[3].",
 )
 @click.option(
     "--sort",
