@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from metric_support import sequence, write_metrics
-from sqlalchemy import insert, text
+from sqlalchemy import delete, insert, text, update
 from support import Split, claim, new_run
 
 from service.db import make_engine, session_scope, upgrade
@@ -16,7 +16,7 @@ from service.errors import InputError
 from service.filters import RunFilter, parse_where
 from service.lifecycle import record_epoch
 from service.metrics_read import get_metrics, iter_metrics
-from service.schema import Metric
+from service.schema import Metric, Run
 from service.store import get_run, list_runs, summarize_runs
 
 
@@ -64,6 +64,13 @@ def runs(engine) -> dict[str, int]:  # noqa: ANN001
     old = new_run(engine, lr=0.4).id
     attempt = claim(engine, old)
     record_epoch(engine, old, attempt, 1, {"train": Split(1.0), "val": Split(1.0)})
+    with session_scope(engine) as session:  # as a run recorded before revision 0005 left it
+        session.execute(delete(Metric).where(Metric.run_id == old))
+        session.execute(
+            update(Run)
+            .where(Run.run_id == old)
+            .values(best_epoch=None, best_metric=None, best_metrics=None, final_metrics=None)
+        )
     return {"peaked": peaked, "solved": solved, "label": label, "old": old}
 
 
