@@ -264,6 +264,8 @@ RESULT_FIELDS = (
     "final_val_loss",
     "best_val_loss",
     "final_metric",
+    "best_epoch",
+    "best_metric",
 )
 
 
