@@ -539,18 +539,23 @@ def main() -> None:
         "- The data: 20 experiments, four tasks (binary and sentiment with T = 1, captioning "
         "and translation with T = 8), 10 epochs a trained run, 1 % of runs still queued; "
         "hyperparameters drawn at random (lr log-uniform in [0.001, 1]), tags team and sweep. "
-        "`val_loss_t[3]` exists only for the runs with T = 8, half of them.",
+        "`val_loss_t[3]` exists only for the runs with T = 8, half of them. Metric rows as the "
+        "worker writes them: accuracy for T = 1, token_accuracy, exact_match and token_accuracy "
+        "at each step for T = 8, per split and epoch; each run's best epoch (lowest val L), "
+        "best_metric, best_metrics and final_metrics.",
         "- How the filters run: `--where` compiles to EXISTS probes correlated to each run (params "
-        "by (run_id, name), tags by (run_id, key), per-timestep losses by the losses' unique key "
-        "with epoch = epochs_done and the run's winning attempt). With `--sort final_val_loss "
-        "--limit 20` both databases walk the final_val_loss index and stop after 20 matches; "
-        "runs without the sort value come after, from a second statement, so the index stays "
-        "usable.",
-        "- Where the time goes when a filter matches nothing or a sort reads every run (the rows "
-        "marked no target): every run is probed once, about 2-3 µs a probe on SQLite, or "
-        "PostgreSQL scans the 10.9M loss rows in parallel. Indexing loss values (split, "
-        "timestep, value) would make these fast but add a fourth index to the largest table, "
-        "which every epoch write pays for; not done.",
+        "by (run_id, name), tags by (run_id, key), per-timestep losses and metrics by their "
+        "unique keys with epoch = epochs_done (best_epoch for best_val_NAME) and the run's "
+        "winning attempt). With `--sort final_val_loss --limit 20` or `--sort best_metric` both "
+        "databases walk that column's index and stop after 20 matches; runs without the sort "
+        "value come after, from a second statement, so the index stays usable.",
+        "- A sort by a per-timestep loss or a metric joins the value's row and walks revision "
+        "0006's index on losses (split, timestep, value) or metrics (split, name, timestep, "
+        "value) in value order, stopping after 20 runs whose last epoch the row is. Before it, "
+        "every run was probed once (`--sort val_loss_t[3]`: 361 ms on SQLite, 427-709 ms on "
+        "PostgreSQL). What the two indexes cost each epoch's write is in store_write.md.",
+        "- Where a filter matches nothing (the row marked no target), every run is still probed "
+        "once, about 2-3 µs a probe on SQLite.",
         "- `--where 'val_loss_t[3] < 0.2' --sort final_val_loss` is slower than the other "
         "targeted rows because the lowest final val losses belong to T = 1 runs, which have no "
         "t = 3: the index walk passes ~18,000 of them before the 20th match.",
