@@ -261,10 +261,12 @@ def _truth(field: Field, op: str, values: list[Any]) -> Truth:
     if field.source == "column":
         # A NULL column makes both sides NULL, and a NULL side never matches: unknown.
         return Truth(condition, not_(condition))
-    # EXISTS, correlated to the run: a run without the row has neither side.
+    # EXISTS, correlated to the run: a run without the row has neither side. A loss or metric
+    # probe goes before a param or tag probe: many runs lack that row, so it rules them out.
     return Truth(
         exists(select(1).where(*_lookup(field), condition)),
         exists(select(1).where(*_lookup(field), not_(condition))),
+        1 if field.source in ("loss", "metric") else 2,
     )
 
 
