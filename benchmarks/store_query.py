@@ -550,10 +550,11 @@ def main() -> None:
         "databases walk that column's index and stop after 20 matches; runs without the sort "
         "value come after, from a second statement, so the index stays usable.",
         "- A sort by a per-timestep loss or a metric joins the value's row and walks revision "
-        "0006's index on losses (split, timestep, value) or metrics (split, name, timestep, "
-        "value) in value order, stopping after 20 runs whose last epoch the row is. Before it, "
-        "every run was probed once (`--sort val_loss_t[3]`: 361 ms on SQLite, 427-709 ms on "
-        "PostgreSQL). What the two indexes cost each epoch's write is in store_write.md.",
+        "0006's partial indexes on losses (split, timestep, value) or metrics (split, name, "
+        "value) and (split, name, timestep, value) in value order, stopping after 20 runs whose "
+        "last epoch the row is. Before it, every run was probed once (`--sort val_loss_t[3]`: "
+        "361 ms on SQLite, 427-709 ms on PostgreSQL). What the indexes cost each epoch's write "
+        "is in store_write.md.",
         "- Where a filter matches nothing (the row marked no target), every run is still probed "
         "once, about 2-3 µs a probe on SQLite.",
         "- `--where 'val_loss_t[3] < 0.2' --sort final_val_loss` is slower than the other "

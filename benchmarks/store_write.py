@@ -78,7 +78,7 @@ def rate(write: Callable[[int], int], epochs: int) -> float:
     return rows / (time.perf_counter() - start)
 
 
-VALUE_INDEXES = ("ix_losses_split_timestep_value", "ix_metrics_split_name_timestep_value")
+VALUE_INDEXES = ("ix_losses_step_value", "ix_metrics_whole_value", "ix_metrics_step_value")
 
 
 def expq_writer(url: str, rows: int, value_indexes: bool = True) -> Callable[[int], int]:
@@ -277,8 +277,9 @@ def main() -> None:
         "- On PostgreSQL about half of COPY's time is the losses -> runs foreign key, checked "
         "row by row (measured: 83k rows/s with it, 183k without, same table otherwise). The "
         "key stays: expq clears the target with it, and it keeps losses from outliving runs.",
-        "- Since revision 0006 every loss and metric row also goes into an index on its value "
-        "((split, timestep, value), (split, name, timestep, value)), which makes a sort by a "
+        "- Since revision 0006 every per-timestep loss and every metric row also goes into one "
+        "partial index on its value ((split, timestep, value); (split, name, value) for a "
+        "whole-split metric, (split, name, timestep, value) per timestep), which makes a sort by a "
         "per-timestep loss or a metric over 100,000 runs an index walk (store_query.md); the "
         "rates above include that cost.",
         "- This machine is shared by other work: repeated runs spread by up to ~30 % "
