@@ -503,6 +503,12 @@ def main() -> None:
             *table(["database", "median ms"], [[k, f"{v:.0f}"] for k, v in startup.items()]),
             "",
         ]
+        if not args.mlflow_runs:
+            lines += [
+                "MLflow's `search_runs` was not rerun here (`--mlflow-runs 0`): see this file's "
+                "history for the 2026-11-27 comparison.",
+                "",
+            ]
         if args.mlflow_runs:
             print(f"loading {args.mlflow_runs} MLflow runs ...", flush=True)
             mlflow_rows = []
@@ -557,9 +563,16 @@ def main() -> None:
         "is in store_write.md.",
         "- Where a filter matches nothing (the row marked no target), every run is still probed "
         "once, about 2-3 µs a probe on SQLite.",
+        "- A filter's conjuncts are tested cheapest first: a column comparison, then a "
+        "per-timestep loss or metric probe (which rules out the runs lacking the row), then "
+        "param and tag probes, whatever the order typed.",
         "- `--where 'val_loss_t[3] < 0.2' --sort final_val_loss` is slower than the other "
         "targeted rows because the lowest final val losses belong to T = 1 runs, which have no "
         "t = 3: the index walk passes ~18,000 of them before the 20th match.",
+        "- `--where 'val_loss_t[3] < 0.2' --sort final_val_loss` on PostgreSQL (EXPLAIN ANALYZE): "
+        "the final_val_loss index walk fetches 18,429 runs rows (60 ms) and probes the losses' "
+        "unique key once for each (8 µs a probe); a faster plan needs the runs that have a t = 3 "
+        "loss known without a probe.",
         "- PostgreSQL sessions run with `jit = off`: its JIT spent 200 ms compiling plans for "
         "queries that then ran in tens of milliseconds.",
         "- The machine is shared with other work, so figures move by tens of percent between runs.",
