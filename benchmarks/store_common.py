@@ -40,12 +40,17 @@ def machine(command: str) -> list[str]:
 
 
 @contextmanager
-def pg_database(name: str, keep: bool = False) -> Iterator[str]:
-    """A fresh PostgreSQL database on PG_SERVER; its URL. Dropped afterwards unless `keep`."""
+def pg_database(name: str, keep: bool = False, reuse: bool = False) -> Iterator[str]:
+    """A fresh PostgreSQL database on PG_SERVER (the existing one if `reuse`); its URL.
+    Dropped afterwards unless `keep`."""
     admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+        exists = connection.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        ).first()
+        if not (reuse and exists):
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
         yield make_url(PG_SERVER).set(database=name).render_as_string(hide_password=False)
     finally:

@@ -89,9 +89,7 @@ def main() -> None:
     ]
     for task in TASKS:
         for model in MODELS:
-            spec = spec_from_dict(
-                {"task": task, "model": model, "device": "cpu", "epochs": EPOCHS}
-            )
+            spec = spec_from_dict({"task": task, "model": model, "device": "cpu", "epochs": EPOCHS})
             data = build_data(spec)
             ours, plain = [], []
             for _ in range(ROUNDS):

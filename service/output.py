@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from service.records import LossRecord, RunRecord
+from service.records import LossRecord, MetricRecord, RunRecord
 
 FORMATS = ("table", "json", "csv")
 _SPARKS = "▁▂▃▄▅▆▇█"
@@ -89,6 +89,8 @@ def print_table(title: str | None, header: Sequence[str], rows: Iterable[Sequenc
     console.print(table)
 
 
+# Fits 120 columns: best is the primary val metric at the epoch of lowest val L (that epoch in
+# brackets), final the one of the last epoch. Train loss, device and worker: `runs show`, json.
 RUN_COLUMNS = (
     "id",
     "experiment",
@@ -96,16 +98,15 @@ RUN_COLUMNS = (
     "model",
     "status",
     "epochs",
-    "train_loss",
-    "val_loss",
-    "best_val",
-    "metric",
-    "device",
-    "worker",
+    "val L",
+    "best L",
+    "best (ep)",
+    "final",
 )
 
 
 def _run_row(run: RunRecord) -> list[Any]:
+    best = fmt_number(run.best_metric)
     return [
         run.id,
         run.experiment,
@@ -113,12 +114,10 @@ def _run_row(run: RunRecord) -> list[Any]:
         run.model,
         run.status,
         f"{run.epochs_done}/{run.params.get('epochs')}",
-        fmt_number(run.final_train_loss),
         fmt_number(run.final_val_loss),
         fmt_number(run.best_val_loss),
+        best if run.best_epoch is None else f"{best} ({run.best_epoch})",
         fmt_number(run.final_metric),
-        run.device or "-",
-        run.worker or "-",
     ]
 
 
@@ -137,6 +136,8 @@ CSV_FIELDS = (
     "best_train_loss",
     "best_val_loss",
     "final_metric",
+    "best_epoch",
+    "best_metric",
     "error",
     "created_at",
     "started_at",
@@ -190,7 +191,7 @@ def compare_rows(runs: Sequence[RunRecord]) -> list[tuple[str, str, bool, list[A
     rows: list[tuple[str, str, bool, list[Any]]] = []
     for name in ("status", "experiment", "epochs_done", "final_train_loss", "final_val_loss"):
         rows.append((name, "summary", False, [getattr(run, name) for run in runs]))
-    for name in ("best_val_loss", "final_metric", "worker"):
+    for name in ("best_val_loss", "final_metric", "best_epoch", "best_metric", "worker"):
         rows.append((name, "summary", False, [getattr(run, name) for run in runs]))
     # params have `device` too: the one asked for; this is the one the run got.
     rows.append(("device_used", "summary", False, [run.device for run in runs]))
@@ -263,6 +264,43 @@ def export_losses(rows: Iterator[tuple[int, LossRecord]], fmt: str) -> None:
         )
 
 
+def export_metrics(rows: Iterator[tuple[int, MetricRecord]], fmt: str) -> None:
+    """The long table of metrics: one row per (run, epoch, split, name, timestep)."""
+    if fmt == "json":
+        print_json_stream({"run_id": run_id, **metric.to_json()} for run_id, metric in rows)
+    else:
+        print_csv(
+            ["run_id", "epoch", "split", "name", "timestep", "value"],
+            ([run_id, r.epoch, r.split, r.name, r.timestep, r.value] for run_id, r in rows),
+        )
+
+
+def emit_metrics(metrics: Sequence[MetricRecord], fmt: str) -> None:
+    """`runs metrics`: timestep empty (in a table: "whole") for a whole-split metric."""
+    if fmt == "json":
+        print_json([metric.to_json() for metric in metrics])
+    elif fmt == "csv":
+        print_csv(
+            ["epoch", "split", "name", "timestep", "value"],
+            ([r.epoch, r.split, r.name, r.timestep, r.value] for r in metrics),
+        )
+    else:
+        print_table(
+            None,
+            ("epoch", "split", "name", "timestep", "value"),
+            (
+                [
+                    r.epoch,
+                    r.split,
+                    r.name,
+                    "whole" if r.timestep is None else r.timestep,
+                    fmt_number(r.value, 6),
+                ]
+                for r in metrics
+            ),
+        )
+
+
 def emit_losses(losses: Sequence[LossRecord], fmt: str) -> None:
     if fmt == "json":
         print_json([loss.to_json() for loss in losses])
@@ -285,6 +323,10 @@ def emit_losses(losses: Sequence[LossRecord], fmt: str) -> None:
                 for r in losses
             ),
         )
+
+
+def _metrics_shown(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{name}={fmt_number(value)}" for name, value in metrics.items()) or "-"
 
 
 def emit_run_detail(run: RunRecord, losses: Sequence[LossRecord], fmt: str) -> None:
@@ -312,6 +354,10 @@ def emit_run_detail(run: RunRecord, losses: Sequence[LossRecord], fmt: str) -> N
         ("final val loss", fmt_number(run.final_val_loss)),
         ("best val loss", fmt_number(run.best_val_loss)),
         ("final metric", fmt_number(run.final_metric)),
+        ("final val metrics", _metrics_shown(run.final_metrics)),
+        ("best epoch", "-" if run.best_epoch is None else run.best_epoch),
+        ("best metric", fmt_number(run.best_metric)),
+        ("best val metrics", _metrics_shown(run.best_metrics)),
         ("train L by epoch", sparkline(totals["train"])),
         ("val L by epoch", sparkline(totals["val"])),
         ("created", run.created_at.isoformat()),

@@ -1,4 +1,5 @@
-"""Live progress of runs: a bar per run (epoch / epochs), current losses, status and ETA."""
+"""Live progress of runs: a bar per run (epoch / epochs), current losses and metric, the best
+epoch so far, status and ETA."""
 
 from __future__ import annotations
 
@@ -47,11 +48,31 @@ def progress_row(run: RunRecord, now: datetime | None = None) -> list[str]:
         f"{progress_bar(run.epochs_done, total)} {run.epochs_done}/{total}",
         fmt_number(run.final_train_loss),
         fmt_number(run.final_val_loss),
+        fmt_number(run.final_metric),
+        best_so_far(run),
         fmt_duration(eta_seconds(run, now)),
     ]
 
 
-PROGRESS_COLUMNS = ("id", "task", "model", "status", "progress", "train", "val", "eta")
+PROGRESS_COLUMNS = (
+    "id",
+    "task",
+    "model",
+    "status",
+    "progress",
+    "train",
+    "val",
+    "metric",
+    "best (ep)",
+    "eta",
+)
+
+
+def best_so_far(run: RunRecord) -> str:
+    """The primary val metric at the best epoch so far, with that epoch: `0.93 (7)`."""
+    if run.best_epoch is None:
+        return "-"
+    return f"{fmt_number(run.best_metric)} ({run.best_epoch})"
 
 
 def progress_line(run: RunRecord) -> str:
@@ -59,6 +80,7 @@ def progress_line(run: RunRecord) -> str:
     total = run.params.get("epochs") or 0
     return (
         f"run {run.id} {run.status} epoch {run.epochs_done}/{total} "
-        f"train {fmt_number(run.final_train_loss)} val {fmt_number(run.final_val_loss)}"
+        f"train {fmt_number(run.final_train_loss)} val {fmt_number(run.final_val_loss)} "
+        f"metric {fmt_number(run.final_metric)} best {best_so_far(run)}"
         + (f" error: {run.error}" if run.error and run.status in TERMINAL else "")
     )

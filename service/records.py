@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +47,12 @@ class RunRecord:
     started_at: datetime | None
     finished_at: datetime | None
     resumed_from_epoch: int | None = None  # the checkpoint epoch the winning attempt began at
+    # The epoch with the lowest finite val L and its primary val metric; the whole-split val
+    # metrics by name there and at the last epoch. None and {} for runs from before 0005.
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    final_metrics: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The run as DESIGN.md's JSON contract: timestamps in ISO 8601, UTC."""
@@ -66,3 +72,15 @@ class LossRecord:
     def to_json(self) -> dict[str, Any]:
         value = self.value if math.isfinite(self.value) else str(self.value)
         return {"epoch": self.epoch, "split": self.split, "timestep": self.timestep, "value": value}
+
+
+@dataclass(frozen=True)
+class MetricRecord:
+    epoch: int
+    split: str
+    name: str
+    timestep: int | None  # 1-based for a per-timestep metric; None for the whole split
+    value: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

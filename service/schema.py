@@ -167,6 +167,15 @@ class Loss(Base):
             sqlite_where=text("timestep IS NULL"),
             postgresql_where=text("timestep IS NULL"),
         ),
+        # Sorts by a per-timestep loss or a metric walk these in value order (migration 0006).
+        Index(
+            "ix_losses_step_value",
+            "split",
+            "timestep",
+            "value",
+            sqlite_where=text("timestep IS NOT NULL"),
+            postgresql_where=text("timestep IS NOT NULL"),
+        ),
     )
 
     loss_id: Mapped[int] = mapped_column(
@@ -199,6 +208,23 @@ class Metric(Base):
             unique=True,
             sqlite_where=text("timestep IS NULL"),
             postgresql_where=text("timestep IS NULL"),
+        ),
+        Index(
+            "ix_metrics_whole_value",
+            "split",
+            "name",
+            "value",
+            sqlite_where=text("timestep IS NULL"),
+            postgresql_where=text("timestep IS NULL"),
+        ),
+        Index(
+            "ix_metrics_step_value",
+            "split",
+            "name",
+            "timestep",
+            "value",
+            sqlite_where=text("timestep IS NOT NULL"),
+            postgresql_where=text("timestep IS NOT NULL"),
         ),
     )
 

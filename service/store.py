@@ -79,7 +79,18 @@ def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
         started_at=as_utc(run.started_at),
         finished_at=as_utc(run.finished_at),
         resumed_from_epoch=run.resumed_from_epoch,
+        best_epoch=run.best_epoch,
+        best_metric=run.best_metric,
+        best_metrics=_metric_map(run.best_metrics),
+        final_metrics=_metric_map(run.final_metrics),
     )
+
+
+def _metric_map(stored: Any) -> dict[str, float]:
+    """A run's JSON metric column as {name: value}; {} where it is empty (runs before 0005)."""
+    if not isinstance(stored, dict):
+        return {}
+    return {str(k): float(v) for k, v in stored.items() if isinstance(v, (int, float))}
 
 
 def _records(session: Session, rows: Iterable[tuple[Run, str]]) -> list[RunRecord]:
@@ -110,12 +121,20 @@ def _sorted_pages(query: Select, field: Field, descending: bool, limit: int | No
     index on the value, and `--sort final_val_loss --limit 20` would read every run.
     """
     value = value_of(field)
-    order = value.desc() if descending else value.asc()
     if not nullable(field):
+        order = value.desc() if descending else value.asc()
         yield query.order_by(order, Run.run_id.desc()).limit(limit)
         return
-    # A join in place of the scalar subquery measured twice as slow on SQLite (100k runs).
-    yield query.where(value.is_not(None)).order_by(order, Run.run_id.desc()).limit(limit)
+    if field.source in ("loss", "metric"):
+        # Joined, so that the planner walks the (split, [name,] timestep, value) index in value
+        # order and stops after `limit` runs whose last epoch the row is: a scalar subquery
+        # probes every run first (`--sort "val_loss_t[3]"`, 100k runs: 709 ms on PostgreSQL).
+        valued, column = joined_value(query, field, outer=False)
+    else:
+        # A join in place of the scalar subquery measured twice as slow on SQLite (100k runs).
+        valued, column = query, value
+    order = column.desc() if descending else column.asc()
+    yield valued.where(column.is_not(None)).order_by(order, Run.run_id.desc()).limit(limit)
     yield query.where(value.is_(None)).order_by(Run.run_id.desc())
 
 

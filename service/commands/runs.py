@@ -13,6 +13,7 @@ from service.errors import InputError
 from service.output import (
     emit_compare,
     emit_losses,
+    emit_metrics,
     emit_run_detail,
     emit_runs,
     emit_summary,
@@ -25,12 +26,14 @@ from service.output import (
 WHERE_HELP = (
     "Filter expression: comparisons (= != < <= > >=) and `in (...)` on a hyperparameter "
     "(lr, hidden, ...), tag.KEY, a summary field (status, experiment, final_val_loss, "
-    "created_at, ...) or train_loss_t[T] / val_loss_t[T] (the last epoch's L_t), joined by "
+    "created_at, best_epoch, best_metric, ...), train_loss_t[T] / val_loss_t[T] (the last "
+    "epoch's L_t), or a metric (accuracy, token_accuracy, exact_match) as val_NAME / "
+    "train_NAME (last epoch), best_val_NAME (best epoch) or val_NAME_t[T], joined by "
     "and, or, not and parentheses; strings in quotes. A tag compares as a number with a "
     "number and as text with a string. A comparison with a value a run lacks (a tag, a "
     "hyperparameter that does not apply, a timestep) is unknown: neither it nor its `not` "
     "matches. "
-    "Example: \"lr < 0.05 and (model = 'rnn' or tag.team = 'a') and val_loss_t[3] < 0.2\"."
+    "Example: \"lr < 0.05 and (model = 'rnn' or tag.team = 'a') and val_exact_match >= 0.9\"."
 )
 
 
@@ -124,7 +127,8 @@ def runs_list(
     "--metric",
     default="final_val_loss",
     show_default=True,
-    help="The numeric field summarised per group, e.g. final_metric or val_loss_t[3].",
+    help="The numeric field summarised per group, e.g. best_metric, val_exact_match or "
+    "val_loss_t[3].",
 )
 @click.option(
     "--sort",
@@ -214,11 +218,31 @@ def runs_losses(run_id: int, split: str | None, epoch: str, fmt: str) -> None:
     """Per-timestep losses L_t and total losses L of a run (timestep empty for L)."""
     from service.store import get_losses
 
-    if epoch not in ("all", "last") and not epoch.isdigit():
-        raise InputError(f"--epoch takes a number, last or all; got {epoch!r}")
+    _check_epoch(epoch)
     engine = open_engine()
     existing_run(engine, run_id)
     emit_losses(get_losses(engine, run_id, split=split, epoch=epoch), fmt)
+
+
+@runs.command("metrics")
+@click.argument("run_id", type=int)
+@click.option("--split", type=click.Choice(["train", "val"]), help="Only this split.")
+@click.option("--epoch", default="all", show_default=True, help="An epoch number, last or all.")
+@format_option()
+def runs_metrics(run_id: int, split: str | None, epoch: str, fmt: str) -> None:
+    """Metrics of a run per epoch and split: accuracy, or token_accuracy and exact_match, and
+    token_accuracy per output step (timestep empty for a whole-split metric)."""
+    from service.metrics_read import get_metrics
+
+    _check_epoch(epoch)
+    engine = open_engine()
+    existing_run(engine, run_id)
+    emit_metrics(get_metrics(engine, run_id, split=split, epoch=epoch), fmt)
+
+
+def _check_epoch(epoch: str) -> None:
+    if epoch not in ("all", "last") and not epoch.isdigit():
+        raise InputError(f"--epoch takes a number, last or all; got {epoch!r}")
 
 
 @runs.command("compare")
@@ -240,6 +264,8 @@ RESULT_FIELDS = (
     "final_val_loss",
     "best_val_loss",
     "final_metric",
+    "best_epoch",
+    "best_metric",
 )
 
 
@@ -300,14 +326,18 @@ def _delta(a, b, name: str) -> float | None:  # noqa: ANN001 - two RunRecords
     help="The image file to write, e.g. losses.png.",
 )
 def runs_plot(run_ids: tuple[int, ...], output: Path) -> None:
-    """Plot the total loss per epoch and the last epoch's per-timestep loss of runs."""
+    """Plot the total loss and the metrics per epoch (the best epoch starred) and the last
+    epoch's per-timestep loss of runs."""
+    from service.metrics_read import get_metrics
     from service.store import get_losses, get_runs
 
     engine = open_engine()
     chosen = get_runs(engine, list(dict.fromkeys(run_ids)))
     from service.plots import plot_runs  # matplotlib loads only here
 
-    plot_runs([(run, get_losses(engine, run.id)) for run in chosen], output)
+    plot_runs(
+        [(run, get_losses(engine, run.id), get_metrics(engine, run.id)) for run in chosen], output
+    )
     click.echo(f"wrote {output}", err=True)
 
 

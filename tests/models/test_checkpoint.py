@@ -12,8 +12,15 @@ from models.training import fit
 @pytest.mark.parametrize(("task", "model"), [("sentiment", "rnn"), ("translation", "mlp")])
 def test_resuming_from_a_checkpoint_is_bit_identical(task: str, model: str) -> None:
     spec = spec_from_dict(
-        {"task": task, "model": model, "epochs": 4, "samples": 200, "device": "cpu",
-         "dropout": 0.2, "hidden": 16}
+        {
+            "task": task,
+            "model": model,
+            "epochs": 4,
+            "samples": 200,
+            "device": "cpu",
+            "dropout": 0.2,
+            "hidden": 16,
+        }
     )
     straight: list = []
     fit(spec, on_epoch=straight.append, checkpoints=True)
@@ -27,8 +34,9 @@ def test_resuming_from_a_checkpoint_is_bit_identical(task: str, model: str) -> N
 
 
 def test_reports_carry_no_checkpoint_unless_asked() -> None:
-    spec = spec_from_dict({"task": "binary", "model": "mlp", "epochs": 1, "samples": 50,
-                           "device": "cpu"})
+    spec = spec_from_dict(
+        {"task": "binary", "model": "mlp", "epochs": 1, "samples": 50, "device": "cpu"}
+    )
     reports: list = []
     fit(spec, on_epoch=reports.append)
     assert reports[0].checkpoint is None

@@ -385,3 +385,144 @@ def test_export_runs_and_losses_as_csv_and_json(two_runs: tuple[int, int]) -> No
     assert _json(["export", "--format", "json", "--where", "lr > 5"]) == []
     bad = CliRunner().invoke(cli, ["export", "--where", "lr <"])
     assert bad.exit_code == 2 and "position 5" in bad.output
+
+
+@pytest.fixture
+def peaked_run(database_url: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    """A translation run whose best epoch (2, val token accuracy 0.75) is not its last (3)."""
+    from metric_support import sequence, write_metrics
+
+    from service.db import get_engine
+
+    monkeypatch.setenv("EXPQ_DATABASE_URL", database_url)
+    engine = get_engine(database_url)
+    spec = spec_from_dict({"task": "translation", "model": "rnn", "epochs": 3})
+    run = create_run(engine, spec.to_dict(), spec.params(), NewRun("cli", "cpu"))
+    attempt = claim_run(engine, run.id, owner="o", worker="w", device="cpu", lease_seconds=30)
+    curves = {
+        epoch: {"train": sequence(v + 0.125, v / 2, [v, v]), "val": sequence(v, v / 4, [v, v])}
+        for epoch, v in ((1, 0.5), (2, 0.75), (3, 0.625))
+    }
+    write_metrics(engine, run.id, attempt, curves, [2.0, 1.0, 1.5])
+    return run.id
+
+
+def test_runs_metrics_in_every_format(peaked_run: int) -> None:
+    last = _json(["runs", "metrics", str(peaked_run), "--epoch", "last", "--format", "json"])
+    assert last[:3] == [
+        {"epoch": 3, "split": "train", "name": "exact_match", "timestep": None, "value": 0.3125},
+        {"epoch": 3, "split": "train", "name": "token_accuracy", "timestep": None, "value": 0.75},
+        {"epoch": 3, "split": "train", "name": "token_accuracy", "timestep": 1, "value": 0.625},
+    ]
+    assert (
+        len(last) == 2 * 4
+        and len(_json(["runs", "metrics", str(peaked_run), "--format", "json"])) == 24
+    )
+    val = CliRunner().invoke(
+        cli,
+        ["runs", "metrics", str(peaked_run), "--split", "val", "--epoch", "2", "--format", "csv"],
+    )
+    rows = list(csv.DictReader(io.StringIO(val.output)))
+    assert [(r["name"], r["timestep"], r["value"]) for r in rows] == [
+        ("exact_match", "", "0.1875"),
+        ("token_accuracy", "", "0.75"),
+        ("token_accuracy", "1", "0.75"),
+        ("token_accuracy", "2", "0.75"),
+    ]
+    table = CliRunner().invoke(cli, ["runs", "metrics", str(peaked_run), "--epoch", "1"])
+    assert table.exit_code == 0 and "whole" in table.output and "token_accuracy" in table.output
+    for args, message in (
+        (["--epoch", "best"], "--epoch takes a number, last or all; got 'best'"),
+        (["--split", "test"], "Invalid value for '--split'"),
+    ):
+        bad = CliRunner().invoke(cli, ["runs", "metrics", str(peaked_run), *args])
+        assert bad.exit_code == 2 and message in bad.output
+    missing = CliRunner().invoke(cli, ["runs", "metrics", "999"])
+    assert missing.exit_code == 2 and "no run with id 999" in missing.output
+
+
+def test_show_and_list_carry_the_best_epoch_and_metric(peaked_run: int) -> None:
+    shown = _json(["runs", "show", str(peaked_run), "--format", "json"])
+    assert (shown["best_epoch"], shown["best_metric"], shown["final_metric"]) == (2, 0.75, 0.625)
+    assert shown["best_metrics"] == {"token_accuracy": 0.75, "exact_match": 0.1875}
+    table = CliRunner().invoke(cli, ["runs", "show", str(peaked_run)])
+    assert "best epoch" in table.output and "│ 2 " in table.output
+    flat = table.output.replace("\n", "")
+    assert "token_accuracy=0.625" in flat and "exact_match=0.1562" in flat
+    listed = CliRunner().invoke(cli, ["runs", "list"])
+    lines = listed.output.splitlines()
+    header = next(line for line in lines if "best (ep)" in line)
+    row = next(line for line in lines if line.startswith(f"│ {peaked_run} "))
+    cells = [cell.strip() for cell in row.strip("│").split("│")]
+    columns = [cell.strip() for cell in header.strip("┃").split("┃")]
+    shown = dict(zip(columns, cells, strict=True))
+    assert (shown["best (ep)"], shown["final"], shown["val L"]) == ("0.75 (2)", "0.625", "1.5")
+    assert max(len(line) for line in lines) <= 120
+    rows = list(
+        csv.DictReader(
+            io.StringIO(CliRunner().invoke(cli, ["runs", "list", "--format", "csv"]).output)
+        )
+    )
+    assert (rows[0]["best_epoch"], rows[0]["best_metric"]) == ("2", "0.75")
+
+
+def test_where_sort_summary_and_export_take_metric_fields(peaked_run: int) -> None:
+    where = ["--where", "best_val_token_accuracy > 0.7 and val_exact_match < 0.2"]
+    assert [
+        r["id"]
+        for r in _json(["runs", "list", *where, "--sort", "best_metric:desc", "--format", "json"])
+    ] == [peaked_run]
+    assert _json(["runs", "list", "--where", "val_exact_match >= 0.9", "--format", "json"]) == []
+    [group] = _json(
+        [
+            "runs",
+            "summary",
+            "--group-by",
+            "task",
+            "--metric",
+            "val_token_accuracy_t[2]",
+            "--format",
+            "json",
+        ]
+    )
+    assert (group["count"], group["mean"]) == (1, 0.625)
+    exported = _json(["export", "--metrics", "--format", "json", "--where", "best_epoch = 2"])
+    assert len(exported) == 24 and exported[0]["run_id"] == peaked_run
+    assert set(exported[0]) == {"run_id", "epoch", "split", "name", "timestep", "value"}
+    long = CliRunner().invoke(cli, ["export", "--metrics", "--where", "best_epoch = 3"])
+    assert long.exit_code == 0 and long.output == "run_id,epoch,split,name,timestep,value\n"
+    for args, message in (
+        (
+            ["runs", "list", "--where", "val_f1 > 0.5"],
+            "unknown metric 'f1' in 'val_f1' at position 1",
+        ),
+        (["runs", "list", "--sort", "best_val_top1"], "--sort: unknown metric 'top1'"),
+        (
+            ["runs", "summary", "--group-by", "task", "--metric", "train_f1"],
+            "--metric: unknown metric 'f1'",
+        ),
+        (["export", "--metrics", "--losses"], "give --losses or --metrics, not both"),
+    ):
+        bad = CliRunner().invoke(cli, args)
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+        assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_runs_plot_draws_the_metrics_and_stars_the_best_epoch(peaked_run: int) -> None:
+    from service.commands.common import open_engine
+    from service.metrics_read import get_metrics
+    from service.plots import draw_runs
+    from service.store import get_losses, get_run
+
+    engine = open_engine()
+    run = get_run(engine, peaked_run)
+    figure = draw_runs([(run, get_losses(engine, run.id), get_metrics(engine, run.id))])
+    by_epoch, by_metric, _ = figure.axes
+    curves = {line.get_label(): line for line in by_metric.lines}
+    val = curves[f"run {run.id} (val token_accuracy)"]
+    assert list(val.get_xdata()) == [1, 2, 3] and list(val.get_ydata()) == [0.5, 0.75, 0.625]
+    assert f"run {run.id} (train exact_match)" in curves
+    star = curves[f"run {run.id}: best epoch 2"]
+    assert (list(star.get_xdata()), list(star.get_ydata())) == ([2], [0.75])
+    starred = [line for line in by_epoch.lines if line.get_marker() == "*"]
+    assert [(list(s.get_xdata()), list(s.get_ydata())) for s in starred] == [([2], [1.0])]

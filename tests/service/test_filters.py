@@ -310,3 +310,17 @@ def test_a_tag_compares_as_a_number_with_a_number(engine, where: str, expected: 
     values = ["10", "9.5", "5", "abc", "10abc", "1e1", "1e999", ""]
     runs = {v: _run(engine, {"task": "binary", "model": "mlp"}, {"x": v}) for v in values}
     assert _matches(engine, where, runs) == expected
+
+
+def test_loss_and_metric_probes_are_tested_before_param_and_tag_probes() -> None:
+    """The conjunct that rules out the runs lacking a row goes first, whatever the order typed."""
+
+    def sql(where: str) -> str:
+        return str(parse_where(where).compile(dialect=sqlite.dialect()))
+
+    both = sql("(hidden >= 64 or tag.team = 'b') and val_loss_t[3] < 0.2")
+    assert both == sql("val_loss_t[3] < 0.2 and (hidden >= 64 or tag.team = 'b')")
+    assert both.index("FROM losses") < both.index("FROM run_params") < both.index("FROM run_tags")
+    mixed = sql("tag.team = 'b' and val_exact_match > 0.5 and lr < 0.1 and status = 'succeeded'")
+    assert mixed.startswith("runs.status = ?")
+    assert mixed.index("FROM metrics") < mixed.index("FROM run_params")

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from service.progress import eta_seconds, fmt_duration, progress_bar, progress_line
+from service.progress import (
+    eta_seconds,
+    fmt_duration,
+    progress_bar,
+    progress_line,
+    progress_row,
+)
 from service.records import RunRecord, utcnow
 
 
@@ -61,3 +67,12 @@ def test_plain_lines_carry_the_status_and_the_error() -> None:
         "run 1 running epoch 3/10 train 0.5 val -"
     )
     assert progress_line(_run(status="failed", error="time limit")).endswith("error: time limit")
+
+
+def test_watch_shows_the_metric_and_the_best_epoch_so_far() -> None:
+    run = _run(epochs_done=5, final_val_loss=0.4, final_metric=0.8, best_epoch=3, best_metric=0.9)
+    assert progress_line(run).startswith(
+        "run 1 running epoch 5/10 train - val 0.4 metric 0.8 best 0.9 (3)"
+    )
+    assert progress_row(run)[7:9] == ["0.8", "0.9 (3)"]
+    assert progress_row(_run())[7:9] == ["-", "-"]
