@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, and_, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from service.db import session_scope
@@ -50,7 +50,14 @@ def store_checkpoint(
     best: BestCheckpoint = BestCheckpoint.KEEP,
 ) -> None:
     """Replace the run's latest checkpoint, and its best as `best` says, in a transaction that
-    has checked `attempt` holds the run."""
+    has checked `attempt` holds the run.
+
+    The state crosses the wire once an epoch, as before the best one was kept: a best epoch's
+    best_state is NULL, meaning "the latest state", and the next epoch that is not the best
+    moves that state to best_state inside the database (an UPDATE reads the row as it was).
+    Sending it twice would double the time the epoch's transaction holds the run's row lock,
+    which the heartbeat and the reaper wait on.
+    """
     values: dict[str, Any] = {
         "attempt": attempt,
         "epoch": epoch,
@@ -58,16 +65,20 @@ def store_checkpoint(
         "created_at": utcnow(),
     }
     if best is BestCheckpoint.THIS:
-        values |= {"best_attempt": attempt, "best_epoch": epoch, "best_state": state}
+        values |= {"best_attempt": attempt, "best_epoch": epoch, "best_state": None}
     elif best is BestCheckpoint.NONE:
         values |= {"best_attempt": None, "best_epoch": None, "best_state": None}
+    latest_is_best = and_(Checkpoint.best_epoch.is_not(None), Checkpoint.best_state.is_(None))
+    kept = {"best_state": case((latest_is_best, Checkpoint.state), else_=Checkpoint.best_state)}
     replaced = session.execute(
         update(Checkpoint)
         .where(Checkpoint.run_id == run_id)
-        .values(**values)
+        .values(**(kept if best is BestCheckpoint.KEEP else {}), **values)
         .execution_options(synchronize_session=False)
     )
     if replaced.rowcount == 0:
+        if best is BestCheckpoint.KEEP:  # a best this run has no row for cannot be kept
+            values |= {"best_attempt": None, "best_epoch": None, "best_state": None}
         session.execute(insert(Checkpoint).values(run_id=run_id, **values))
 
 
@@ -81,11 +92,15 @@ def load_checkpoint(
     columns = (
         (Checkpoint.attempt, Checkpoint.epoch, Checkpoint.state)
         if which == "last"
-        else (Checkpoint.best_attempt, Checkpoint.best_epoch, Checkpoint.best_state)
+        else (
+            Checkpoint.best_attempt,
+            Checkpoint.best_epoch,
+            func.coalesce(Checkpoint.best_state, Checkpoint.state),
+        )
     )
     with session_scope(engine, read_only=True) as session:
         row = session.execute(select(*columns).where(Checkpoint.run_id == run_id)).first()
-    if row is None or row[2] is None:
+    if row is None or row[1] is None:
         return None
     return StoredCheckpoint(run_id, *row)
 

@@ -109,3 +109,17 @@ def test_a_run_without_a_best_checkpoint_has_only_its_latest(engine) -> None:  #
         assert session.scalar(select(Checkpoint.best_epoch)) is None
     with pytest.raises(ValueError, match="'last' or 'best'"):
         load_checkpoint(engine, run.id, "first")  # type: ignore[arg-type]
+
+
+def test_a_stale_attempt_stores_no_checkpoint(engine) -> None:  # noqa: ANN001
+    from service.lifecycle import LeaseLost
+
+    run = new_run(engine, task="binary")
+    first = claim(engine, run.id, lease=1)
+    record_epoch(engine, run.id, first, 1, _splits(0.5, 0.8), b"attempt 1")
+    second = _reclaim(engine, run.id)
+    with pytest.raises(LeaseLost):
+        record_epoch(engine, run.id, first, 2, _splits(0.1, 0.9), b"stale")
+    record_epoch(engine, run.id, second, 1, _splits(0.6, 0.7), b"attempt 2")
+    for which in ("last", "best"):
+        assert load_checkpoint(engine, run.id, which).state == b"attempt 2"
