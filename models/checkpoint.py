@@ -22,6 +22,9 @@ class TrainingState:
     cuda_rng: torch.Tensor | None  # the same on CUDA, when training there
     best: float  # best val total loss so far, for early stopping
     stale: int  # epochs since `best` improved
+    # models.data.Encoding.to_dict() of the data trained on: what reads a new input without
+    # the data; None in checkpoints written before it was kept
+    encoding: dict[str, Any] | None = None
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -34,8 +37,19 @@ class TrainingState:
         return cls(**raw)
 
 
+def finite_weights(weights: dict[str, torch.Tensor]) -> bool:
+    """Whether every floating-point tensor of a state dict is finite: weights a diverged run
+    left behind are not."""
+    return all(
+        bool(torch.isfinite(value).all())  # sync: CPU tensors, checked once per export
+        for value in weights.values()
+        if value.is_floating_point()
+    )
+
+
 def capture(
     epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, best: float, stale: int,
+    encoding: dict[str, Any] | None = None,
 ) -> TrainingState:
     """The state after `epoch`, copied to the CPU so that later steps cannot change it."""
     on_cuda = next(model.parameters()).is_cuda
@@ -47,6 +61,7 @@ def capture(
         cuda_rng=torch.cuda.get_rng_state() if on_cuda else None,
         best=best,
         stale=stale,
+        encoding=encoding,
     )
 
 

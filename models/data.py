@@ -6,7 +6,8 @@ from the training rows, so a validation token never seen in training reads as <u
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -47,6 +48,39 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Encoding:
+    """How a network reads its inputs and spells its outputs: the dimensions, the vocabularies
+    and the input scaling of the data it was trained on. With the weights it is all that
+    predicting needs: neither the data nor its generator. Plain values only, so that it is
+    JSON (an exported model's .json) and passes `torch.load(weights_only=True)` (a checkpoint).
+
+    Example (sentiment): {"dims": {"input_kind": "tokens", ...}, "input_vocab": ["<pad>",
+    "<unk>", "<bos>", "<eos>", "a", "actors", ...], "output_vocab": ["neg", "pos"],
+    "mean": null, "std": null}; a token id is its index in input_vocab, a vector input x is
+    read as (x - mean) / std, and output id i is output_vocab[i].
+    """
+
+    dims: Dims
+    input_vocab: list[str]  # token inputs only
+    output_vocab: list[str]  # class labels as strings, or target tokens
+    mean: list[float] | None  # per-feature standardisation of vector inputs
+    std: list[float] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "dims": asdict(self.dims)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Encoding:
+        return cls(**{**raw, "dims": Dims(**raw["dims"])})
+
+    def scaling(self) -> tuple[Tensor, Tensor]:
+        """mean and std as the float32 tensors `standardise` takes (vector inputs only)."""
+        if self.mean is None or self.std is None:
+            raise ValueError("token inputs have no scaling")
+        return torch.tensor(self.mean), torch.tensor(self.std)
+
+
+@dataclass(frozen=True)
 class TaskData:
     task: str
     dims: Dims
@@ -56,6 +90,12 @@ class TaskData:
     output_vocab: list[str]  # class labels as strings, or target tokens
     mean: Tensor | None  # (input_size,) standardisation of vector inputs
     std: Tensor | None
+
+    def encoding(self) -> Encoding:
+        """The encoding of this data, as plain values."""
+        mean = None if self.mean is None else self.mean.tolist()  # sync: CPU statistics
+        std = None if self.std is None else self.std.tolist()
+        return Encoding(self.dims, list(self.input_vocab), list(self.output_vocab), mean, std)
 
 
 def _vocabulary(sequences: list[list[str]]) -> list[str]:

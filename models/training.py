@@ -10,7 +10,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,9 @@ class SplitReport:
     per_timestep: list[float]  # L_t for t = 1..longest target in the split
     metric: float  # accuracy, or token accuracy for sequence targets
     metrics: dict[str, float]  # every metric by name, `metric` included
+    # token_accuracy at t = 1..T (the steps of `per_timestep`) for sequence targets; empty for
+    # labels, whose one step is `metrics["accuracy"]`
+    per_timestep_metrics: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,15 @@ class _Tally:
         loss, count, correct = (values[i * steps : (i + 1) * steps] for i in range(3))
         seen = max(t + 1 for t in range(steps) if count[t] > 0)  # longest target tallied
         metric = sum(correct) / sum(count)
+        per_timestep = [loss[t] / count[t] for t in range(seen)]
+        if steps == 1:
+            return SplitReport(sum(loss) / sequences, per_timestep, metric, {"accuracy": metric})
         return SplitReport(
             total=sum(loss) / sequences,
-            per_timestep=[loss[t] / count[t] for t in range(seen)],
+            per_timestep=per_timestep,
             metric=metric,
-            metrics={"token_accuracy": metric, "exact_match": values[3 * steps] / sequences}
-            if steps > 1
-            else {"accuracy": metric},
+            metrics={"token_accuracy": metric, "exact_match": values[3 * steps] / sequences},
+            per_timestep_metrics={"token_accuracy": [correct[t] / count[t] for t in range(seen)]},
         )
 
 
@@ -247,11 +252,13 @@ def fit_model(
     """Train an already built model (on `device`) for the spec's epochs.
 
     With `resume`, training goes on after the checkpoint's epoch exactly as if it had never
-    stopped; with `checkpoints`, every EpochReport carries the state after its epoch.
+    stopped; with `checkpoints`, every EpochReport carries the state after its epoch, and the
+    data's encoding with it, so that the state alone can serve predictions.
     """
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1; got {max_steps}")
     train, val = _on(data.train, device), _on(data.val, device)
+    encoding = data.encoding().to_dict() if checkpoints else None  # every checkpoint carries it
     best, stale, steps, first = math.inf, 0, 0, 1
     if resume is not None:
         restore(resume, model, optimizer)
@@ -286,7 +293,7 @@ def fit_model(
         else:
             stale += 1
         # sync: a checkpoint copies the weights to the host, once an epoch and only when asked
-        state = capture(epoch, model, optimizer, best, stale) if checkpoints else None
+        state = capture(epoch, model, optimizer, best, stale, encoding) if checkpoints else None
         report = EpochReport(
             epoch, train_report, val_report, time.perf_counter() - started, state
         )

@@ -1,21 +1,28 @@
 """Checkpoints in the database, so that a fleet across machines can resume any run.
 
-One row per run holds its latest state (models.checkpoint.TrainingState as bytes), written in
-the transaction that records its epoch (service/lifecycle.py), fenced by the same attempt: the
-epochs a run has recorded and its checkpoint never disagree, and a resume copies the losses of
-exactly the epochs the checkpoint covers.
+One row per run holds its latest state (models.checkpoint.TrainingState as bytes) and the
+state after its best epoch (the lowest finite val L, the run's best_epoch), both written in
+the transaction that records their epoch (service/lifecycle.py), fenced by the same attempt:
+the epochs a run has recorded and its checkpoints never disagree, and a resume copies the
+losses and metrics of exactly the epochs the latest checkpoint covers, which include the best.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, and_, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from service.db import session_scope
 from service.records import utcnow
-from service.schema import Checkpoint, Loss, Run, RunStatus
+from service.schema import Checkpoint, Loss, Metric, Run, RunStatus
+
+# The primary metric of a task: accuracy for labels, token accuracy for sequences (one of them
+# is recorded, never both).
+PRIMARY_METRICS = ("accuracy", "token_accuracy")
 
 
 @dataclass(frozen=True)
@@ -26,60 +33,151 @@ class StoredCheckpoint:
     state: bytes
 
 
-def store_checkpoint(session: Session, run_id: int, attempt: int, epoch: int, state: bytes) -> None:
-    """Replace the run's checkpoint, in a transaction that has checked `attempt` holds the run."""
-    session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
-    session.execute(
-        insert(Checkpoint).values(
-            run_id=run_id, attempt=attempt, epoch=epoch, state=state, created_at=utcnow()
+class BestCheckpoint(enum.Enum):
+    """What an epoch's write does to the best checkpoint."""
+
+    THIS = "this"  # the epoch is the run's best so far: its state becomes the best
+    KEEP = "keep"  # an earlier epoch of this run stays the best
+    NONE = "none"  # the run has no best epoch (no finite val L yet): drop any stored
+
+
+def store_checkpoint(
+    session: Session,
+    run_id: int,
+    attempt: int,
+    epoch: int,
+    state: bytes,
+    best: BestCheckpoint = BestCheckpoint.KEEP,
+) -> None:
+    """Replace the run's latest checkpoint, and its best as `best` says, in a transaction that
+    has checked `attempt` holds the run.
+
+    The state crosses the wire once an epoch, as before the best one was kept: a best epoch's
+    best_state is NULL, meaning "the latest state", and the next epoch that is not the best
+    moves that state to best_state inside the database (an UPDATE reads the row as it was).
+    Sending it twice would double the time the epoch's transaction holds the run's row lock,
+    which the heartbeat and the reaper wait on.
+    """
+    values: dict[str, Any] = {
+        "attempt": attempt,
+        "epoch": epoch,
+        "state": state,
+        "created_at": utcnow(),
+    }
+    if best is BestCheckpoint.THIS:
+        values |= {"best_attempt": attempt, "best_epoch": epoch, "best_state": None}
+    elif best is BestCheckpoint.NONE:
+        values |= {"best_attempt": None, "best_epoch": None, "best_state": None}
+    latest_is_best = and_(Checkpoint.best_epoch.is_not(None), Checkpoint.best_state.is_(None))
+    kept = {"best_state": case((latest_is_best, Checkpoint.state), else_=Checkpoint.best_state)}
+    replaced = session.execute(
+        update(Checkpoint)
+        .where(Checkpoint.run_id == run_id)
+        .values(**(kept if best is BestCheckpoint.KEEP else {}), **values)
+        .execution_options(synchronize_session=False)
+    )
+    if replaced.rowcount == 0:
+        if best is BestCheckpoint.KEEP:  # a best this run has no row for cannot be kept
+            values |= {"best_attempt": None, "best_epoch": None, "best_state": None}
+        session.execute(insert(Checkpoint).values(run_id=run_id, **values))
+
+
+def load_checkpoint(
+    engine: Engine, run_id: int, which: Literal["last", "best"] = "last"
+) -> StoredCheckpoint | None:
+    """The run's latest checkpoint, or the one of its best epoch; None when there is none
+    (a best one: none before the first finite val L, nor for runs trained before it was kept)."""
+    if which not in ("last", "best"):
+        raise ValueError(f"which must be 'last' or 'best'; got {which!r}")
+    columns = (
+        (Checkpoint.attempt, Checkpoint.epoch, Checkpoint.state)
+        if which == "last"
+        else (
+            Checkpoint.best_attempt,
+            Checkpoint.best_epoch,
+            func.coalesce(Checkpoint.best_state, Checkpoint.state),
         )
     )
-
-
-def load_checkpoint(engine: Engine, run_id: int) -> StoredCheckpoint | None:
-    with session_scope(engine) as session:
-        row = session.scalar(select(Checkpoint).where(Checkpoint.run_id == run_id))
-        if row is None:
-            return None
-        return StoredCheckpoint(row.run_id, row.attempt, row.epoch, row.state)
+    with session_scope(engine, read_only=True) as session:
+        row = session.execute(select(*columns).where(Checkpoint.run_id == run_id)).first()
+    if row is None or row[1] is None:
+        return None
+    return StoredCheckpoint(run_id, *row)
 
 
 def adopt_checkpoint(
     engine: Engine, run_id: int, attempt: int, checkpoint: StoredCheckpoint
 ) -> bool:
-    """Start `attempt` from `checkpoint`: copy the losses of the epochs it covers from the
-    attempt that wrote them and record where the run resumed. False when no longer ours."""
+    """Start `attempt` from `checkpoint`: copy the losses and metrics of the epochs it covers
+    from the attempt that wrote them, restore the run's summary (best epoch included) as those
+    epochs left it, and record where the run resumed. The best checkpoint stays as stored: it
+    is one of the copied epochs. False when the run is no longer ours."""
     with session_scope(engine) as session:
-        columns = (Loss.epoch, Loss.split, Loss.timestep, Loss.value, Loss.value_kind)
-        earlier = session.execute(
-            select(*columns).where(
-                Loss.run_id == run_id,
-                Loss.attempt == checkpoint.attempt,
-                Loss.epoch <= checkpoint.epoch,
-            )
-        ).all()
+        losses = _earlier(
+            session,
+            Loss,
+            (Loss.epoch, Loss.split, Loss.timestep, Loss.value, Loss.value_kind),
+            run_id,
+            checkpoint,
+        )
+        metrics = _earlier(
+            session,
+            Metric,
+            (Metric.epoch, Metric.split, Metric.name, Metric.timestep, Metric.value),
+            run_id,
+            checkpoint,
+        )
+        summary = _summary(losses, metrics, checkpoint.epoch)
         result = session.execute(
             update(Run)
             .where(Run.run_id == run_id, Run.attempt == attempt, Run.status == RunStatus.RUNNING)
-            .values(resumed_from_epoch=checkpoint.epoch, **_summary(earlier, checkpoint.epoch))
+            .values(resumed_from_epoch=checkpoint.epoch, **summary)
         )
         if result.rowcount != 1:
             return False
-        if earlier:
-            session.execute(
-                insert(Loss),
-                [{"run_id": run_id, "attempt": attempt, **row._asdict()} for row in earlier],
-            )
+        for table, rows in ((Loss, losses), (Metric, metrics)):
+            if rows:
+                session.execute(
+                    insert(table),
+                    [{"run_id": run_id, "attempt": attempt, **row._asdict()} for row in rows],
+                )
         return True
 
 
-def _summary(rows: list, epoch: int) -> dict[str, float | int | None]:
-    """The run's summary columns as the copied epochs left them (the metric comes back with
-    the next epoch: the losses table does not hold it)."""
-    summary: dict[str, float | int | None] = {"epochs_done": epoch}
+def _earlier(session: Session, table, columns: tuple, run_id: int, checkpoint: StoredCheckpoint):  # noqa: ANN001, ANN202
+    """The rows of `table` that `checkpoint`'s attempt recorded up to its epoch."""
+    return session.execute(
+        select(*columns).where(
+            table.run_id == run_id,
+            table.attempt == checkpoint.attempt,
+            table.epoch <= checkpoint.epoch,
+        )
+    ).all()
+
+
+def _summary(losses: list, metrics: list, epoch: int) -> dict[str, Any]:
+    """The run's summary columns as the copied epochs left them."""
+    summary: dict[str, Any] = {"epochs_done": epoch}
+    totals: dict[str, dict[int, float | None]] = {}
     for split in ("train", "val"):
-        totals = {r.epoch: r.value for r in rows if r.split == split and r.timestep is None}
-        finite = [value for value in totals.values() if value is not None]
-        summary[f"final_{split}_loss"] = totals.get(epoch)
+        rows = (r for r in losses if r.split == split and r.timestep is None)
+        totals[split] = {r.epoch: r.value for r in rows}
+        finite = [value for value in totals[split].values() if value is not None]
+        summary[f"final_{split}_loss"] = totals[split].get(epoch)
         summary[f"best_{split}_loss"] = min(finite) if finite else None
+    val = {}  # epoch -> {name: value}, the whole-split val metrics
+    for row in metrics:
+        if row.split == "val" and row.timestep is None:
+            val.setdefault(row.epoch, {})[row.name] = row.value
+    finite_val = [(value, e) for e, value in totals["val"].items() if value is not None]
+    best_epoch = min(finite_val)[1] if finite_val else None  # ties go to the earlier epoch
+    summary["final_metrics"] = val.get(epoch, {})
+    summary["final_metric"] = _primary(val.get(epoch, {}))
+    summary["best_epoch"] = best_epoch
+    summary["best_metrics"] = None if best_epoch is None else val.get(best_epoch, {})
+    summary["best_metric"] = None if best_epoch is None else _primary(val.get(best_epoch, {}))
     return summary
+
+
+def _primary(metrics: dict[str, float]) -> float | None:
+    return next((metrics[name] for name in PRIMARY_METRICS if name in metrics), None)

@@ -21,9 +21,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from service.checkpoints import store_checkpoint
+from service.checkpoints import BestCheckpoint, store_checkpoint
 from service.db import session_scope
 from service.loss_rows import SplitLosses, finite_or_none, insert_losses
+from service.metric_rows import finite_metrics, insert_metrics
 from service.records import utcnow
 from service.schema import Run, RunStatus
 
@@ -37,6 +38,10 @@ _ATTEMPT_RESET = {
     "best_train_loss": None,
     "best_val_loss": None,
     "final_metric": None,
+    "best_epoch": None,
+    "best_metric": None,
+    "best_metrics": None,
+    "final_metrics": None,
     "error": None,
     "traceback": None,
     "finished_at": None,
@@ -155,11 +160,12 @@ def _record_epoch(
     checkpoint: bytes | None = None,
 ) -> None:
     current = session.execute(
-        select(Run.best_train_loss, Run.best_val_loss).where(_held(run_id, attempt))
+        select(Run.best_train_loss, Run.best_val_loss, Run.best_epoch).where(_held(run_id, attempt))
     ).first()
     if current is None:
         raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
     summary: dict[str, Any] = {"epochs_done": epoch}
+    improved = False  # this epoch's val L is the lowest so far: the run's new best epoch
     for split, best in (("train", current.best_train_loss), ("val", current.best_val_loss)):
         if split not in splits:
             continue
@@ -167,14 +173,25 @@ def _record_epoch(
         summary[f"final_{split}_loss"] = total
         if total is not None and (best is None or total < best):
             summary[f"best_{split}_loss"] = total
+            improved = improved or split == "val"
     if "val" in splits:
-        summary["final_metric"] = finite_or_none(splits["val"].metric)
+        val = splits["val"]
+        summary["final_metric"] = finite_or_none(val.metric)
+        summary["final_metrics"] = finite_metrics(val.metrics)
+        if improved:
+            summary["best_epoch"] = epoch
+            summary["best_metric"] = finite_or_none(val.metric)
+            summary["best_metrics"] = finite_metrics(val.metrics)
     result = session.execute(_update().where(_held(run_id, attempt)).values(**summary))
     if result.rowcount != 1:  # reaped or cancelled since the read above
         raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
     insert_losses(session, run_id, attempt, epoch, splits)
+    insert_metrics(session, run_id, attempt, epoch, splits)
     if checkpoint is not None:
-        store_checkpoint(session, run_id, attempt, epoch, checkpoint)
+        best = BestCheckpoint.THIS if improved else BestCheckpoint.KEEP
+        if not improved and current.best_epoch is None:
+            best = BestCheckpoint.NONE  # one an earlier attempt left must not stand for this one
+        store_checkpoint(session, run_id, attempt, epoch, checkpoint, best)
 
 
 def record_epoch(
@@ -185,8 +202,10 @@ def record_epoch(
     splits: Mapping[str, SplitLosses],
     checkpoint: bytes | None = None,
 ) -> None:
-    """One epoch's losses in one batched insert, with the run's summary and the checkpoint
-    after that epoch, in one transaction; LeaseLost when the attempt no longer holds the run."""
+    """One epoch's losses and metrics, each in one batched insert, with the run's summary
+    (best epoch included) and the checkpoint after that epoch (kept as the best one too when
+    the epoch is the best), in one transaction; LeaseLost when the attempt no longer holds
+    the run."""
     with session_scope(engine) as session:
         _record_epoch(session, run_id, attempt, epoch, splits, checkpoint)
 

@@ -65,6 +65,8 @@ class Split:
     total: float
     per_timestep: list[float] = field(default_factory=list)
     metric: float = 0.5
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_timestep_metrics: dict[str, list[float]] = field(default_factory=dict)
 
 
 def new_run(  # noqa: ANN201

@@ -111,11 +111,10 @@ def db_upgrade() -> None:
 @click.option(
     "--epochs",
     type=click.IntRange(1, 100),
-    default=3,
-    show_default=True,
-    help="Epochs per demo run.",
+    default=None,
+    help="Epochs per demo run, instead of each task's default (10 to 20).",
 )
-def demo(epochs: int) -> None:
+def demo(epochs: int | None) -> None:
     """Train every task x model pair on an embedded broker and SQLite, then show the results."""
     from service.demo import run_demo
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from models.data import build_data
 from models.jsonl import DataError
@@ -20,11 +21,10 @@ def test_a_trained_rnn_predicts_in_the_task_vocabulary(task: str) -> None:
     data = build_data(spec)
     reports: list = []
     fit(spec, data, on_epoch=reports.append, checkpoints=True)
-    import torch
-
     sample = GENERATORS[task](1, spec.seq_len, torch.Generator().manual_seed(99))[0]
     text = " ".join(map(str, sample["input"]))
-    output = predict(spec, data, reports[-1].checkpoint, parse_input(text, data.dims.input_kind))
+    weights = reports[-1].checkpoint.model
+    output = predict(spec, data.encoding(), weights, parse_input(text, data.dims.input_kind))
     if data.dims.output_kind == "label":
         assert output in data.output_vocab
     else:
@@ -60,6 +60,37 @@ def test_an_input_near_the_float32_limit_predicts_a_class(tiny_spec) -> None:
     data = build_data(spec, rows)
     reports: list = []
     fit(spec, data, on_epoch=reports.append, checkpoints=True)
-    assert predict(spec, data, reports[-1].checkpoint, [3e38, 1.0]) in {"0", "1"}
+    weights = reports[-1].checkpoint.model
+    assert predict(spec, data.encoding(), weights, [3e38, 1.0]) in {"0", "1"}
     with pytest.raises(DataError, match="too far from the training data"):  # 3e38 / 1e-6
-        predict(spec, data, reports[-1].checkpoint, [1.0, 3e38])
+        predict(spec, data.encoding(), weights, [1.0, 3e38])
+
+
+@pytest.mark.parametrize("task", ["binary", "sentiment", "captioning", "translation"])
+def test_a_checkpoint_predicts_without_the_data_or_its_generator(
+    task: str, tiny_spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encoding a checkpoint carries, through JSON, reads inputs as the data did."""
+    import json
+
+    import models.data
+    from models.data import Encoding
+
+    spec = tiny_spec(task, "rnn", epochs=2)
+    data = build_data(spec)
+    reports: list = []
+    fit(spec, data, on_epoch=reports.append, checkpoints=True)
+    state = reports[-1].checkpoint
+    samples = GENERATORS[task](5, spec.seq_len, torch.Generator().manual_seed(7))
+    texts = [" ".join(map(str, sample["input"])) for sample in samples]
+    kind = data.dims.input_kind
+    expected = [predict(spec, data.encoding(), state.model, parse_input(t, kind)) for t in texts]
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise AssertionError("predicting must not rebuild the data")
+
+    monkeypatch.setattr(models.data, "build_data", unavailable)
+    monkeypatch.setitem(GENERATORS, task, unavailable)
+    encoding = Encoding.from_dict(json.loads(json.dumps(state.encoding)))
+    assert encoding == data.encoding()
+    assert [predict(spec, encoding, state.model, parse_input(t, kind)) for t in texts] == expected

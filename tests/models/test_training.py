@@ -197,3 +197,36 @@ def test_cuda_missing_fails_fast(tiny_spec, monkeypatch) -> None:
         resolve_device("cuda")
     with pytest.raises(DeviceError, match="CUDA requested but not available"):
         fit(tiny_spec("binary", "mlp", device="cuda"))
+
+
+@pytest.mark.parametrize(("task", "model"), [("captioning", "rnn"), ("translation", "mlp")])
+def test_token_accuracy_at_each_output_step(tiny_spec, task: str, model: str) -> None:
+    """The val report's per-step token accuracy is what greedy decoding of the epoch's weights
+    scores at each step, over the sequences that have a target there."""
+    spec = tiny_spec(task, model, epochs=2)
+    data = build_data(spec)
+    reports: list[EpochReport] = []
+    fit(spec, data, on_epoch=reports.append, checkpoints=True)
+    net = build_model(spec, data.dims)
+    net.load_state_dict(reports[-1].checkpoint.model)
+    net.eval()
+    val = data.val
+    with torch.no_grad():
+        guess = net.decode(val.x, val.lengths)[:, : val.y.shape[1]]  # (sequences, steps)
+    mask = torch.arange(val.y.shape[1]) < val.y_len[:, None]
+    correct = ((guess == val.y) & mask).sum(0)
+    expected = (correct.double() / mask.sum(0).double())[: val.steps].tolist()
+    report = reports[-1].val
+    assert report.per_timestep_metrics.keys() == {"token_accuracy"}
+    steps = report.per_timestep_metrics["token_accuracy"]
+    assert len(steps) == len(report.per_timestep) == val.steps
+    assert steps == pytest.approx(expected, abs=1e-12)
+    assert len(set(steps)) > 1  # the steps differ, so a whole-split value would not pass
+    train = reports[-1].train.per_timestep_metrics["token_accuracy"]
+    assert len(train) == len(reports[-1].train.per_timestep)
+
+
+def test_label_tasks_have_no_per_step_metric(tiny_spec) -> None:
+    _, reports = run(tiny_spec("sentiment", "rnn"))
+    assert all(r.val.per_timestep_metrics == {} == r.train.per_timestep_metrics for r in reports)
+    assert all(set(r.val.metrics) == {"accuracy"} for r in reports)

@@ -11,7 +11,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
 from support import free_port, poll
+
+from service.demo import DEMO_PAIRS, demo_specs
 
 
 def _processes_with_home(home: Path) -> list[int]:
@@ -51,6 +54,13 @@ def test_the_demo_trains_every_pair_and_stops_its_worker(tmp_path: Path) -> None
     assert "8/8 runs succeeded" in result.stdout
     assert (home / "expq.db").is_file()
     assert _processes_with_home(home) == []
+    with sqlite3.connect(home / "expq.db") as connection:
+        rows = connection.execute(
+            "SELECT task, model, epochs_done, best_epoch, best_metric, final_metric FROM runs"
+        ).fetchall()
+    assert sorted((task, model) for task, model, *_ in rows) == sorted(DEMO_PAIRS)
+    for _, _, epochs, best_epoch, best_metric, final_metric in rows:
+        assert (epochs, best_epoch) == (1, 1) and best_metric == final_metric is not None
     _the_printed_command_opens_the_runs(result.stdout, home)
 
 
@@ -86,6 +96,29 @@ def _get(url: str) -> str | None:
             return answer.read().decode()
     except OSError:
         return None
+
+
+@pytest.mark.parametrize("task", ["binary", "sentiment"])
+def test_the_demo_settings_teach_the_rnn(task: str) -> None:
+    """What the demo submits for the RNN of binary and sentiment reaches >= 0.95 val accuracy
+    at its best epoch: the first screen shows networks that learned."""
+    import torch
+
+    from models.spec import spec_from_dict
+    from models.training import fit
+
+    [raw] = [raw for raw in demo_specs() if (raw["task"], raw["model"]) == (task, "rnn")]
+    assert set(raw) == {"task", "model", "device"}  # the task's defaults, as submit gives them
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the demo's worker runs it (OMP_NUM_THREADS=1)
+    reports: list = []
+    try:
+        result = fit(spec_from_dict(raw), on_epoch=reports.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.status == "completed"
+    best = min(reports, key=lambda report: report.val.total)
+    assert best.val.metric >= 0.95, [round(r.val.metric, 3) for r in reports]
 
 
 def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from service.lifecycle import (
     renew_lease,
 )
 from service.records import utcnow
-from service.schema import Loss, RunStatus
+from service.schema import Loss, Metric, Run, RunStatus
 from service.store import (
     get_losses,
     get_run,
@@ -297,3 +297,130 @@ def test_a_worker_frozen_inside_its_epoch_write_delays_only_its_own_run(
         frozen.close()
     assert get_run(engine, frozen_run.id).epochs_done == 0  # the frozen write never landed
     assert get_losses(engine, frozen_run.id) == []
+
+
+def _label_split(total: float, accuracy: float) -> Split:
+    return Split(total, [total], accuracy, {"accuracy": accuracy})
+
+
+def _sequence_split(total: float, steps: list[float], exact: float) -> Split:
+    """A sequence task's numbers: token accuracy (the primary) is the mean of `steps` here."""
+    token = sum(steps) / len(steps)
+    metrics = {"token_accuracy": token, "exact_match": exact}
+    return Split(
+        total, [total / len(steps)] * len(steps), token, metrics, {"token_accuracy": steps}
+    )
+
+
+def _metric_rows(engine, run_id: int) -> set[tuple]:  # noqa: ANN001
+    """(attempt, epoch, split, name, timestep, value) of every stored metric row of the run."""
+    columns = (Metric.attempt, Metric.epoch, Metric.split, Metric.name, Metric.timestep)
+    with session_scope(engine) as session:
+        rows = session.execute(select(*columns, Metric.value).where(Metric.run_id == run_id))
+        return {tuple(row) for row in rows}
+
+
+def test_every_metric_of_an_epoch_is_written_beside_its_losses(engine) -> None:  # noqa: ANN001
+    run = new_run(engine)
+    attempt = claim(engine, run.id)
+    train = _sequence_split(2.0, [1.0, 0.75, 0.5], 0.5)
+    val = _sequence_split(3.0, [1.0, 0.5, float("nan")], 0.25)
+    val.metrics["exact_match"] = float("inf")  # a non-finite metric is left out, not stored
+    record_epoch(engine, run.id, attempt, 1, {"train": train, "val": val})
+    assert _metric_rows(engine, run.id) == {
+        (1, 1, "train", "exact_match", None, 0.5),
+        (1, 1, "train", "token_accuracy", None, 0.75),
+        (1, 1, "train", "token_accuracy", 1, 1.0),
+        (1, 1, "train", "token_accuracy", 2, 0.75),
+        (1, 1, "train", "token_accuracy", 3, 0.5),
+        (1, 1, "val", "token_accuracy", 1, 1.0),
+        (1, 1, "val", "token_accuracy", 2, 0.5),
+    }
+    # the per-timestep metrics share the losses' numbering
+    loss_steps = {r.timestep for r in get_losses(engine, run.id, split="train")} - {None}
+    assert loss_steps == {1, 2, 3}
+
+
+def test_metric_writes_are_fenced_by_the_attempt(engine) -> None:  # noqa: ANN001
+    run = new_run(engine, task="binary")
+    attempt = claim(engine, run.id, lease=1)
+    splits = {"train": _label_split(0.5, 0.75), "val": _label_split(0.4, 0.8)}
+    record_epoch(engine, run.id, attempt, 1, splits)
+    reap_expired_leases(engine, now=utcnow() + timedelta(seconds=5))
+    assert claim(engine, run.id) == attempt + 1
+    with pytest.raises(LeaseLost):  # the stale attempt writes nothing more
+        record_epoch(engine, run.id, attempt, 2, splits)
+    with pytest.raises(LeaseLost):
+        finish_run(engine, run.id, attempt, RunStatus.SUCCEEDED, last_epoch=(2, splits, None))
+    assert _metric_rows(engine, run.id) == {
+        (1, 1, "train", "accuracy", None, 0.75),
+        (1, 1, "val", "accuracy", None, 0.8),
+    }
+    assert _summary(engine, run.id) == (None, None, None, None, None, None)
+
+
+def _summary(engine, run_id: int) -> tuple:  # noqa: ANN001
+    with session_scope(engine) as session:
+        row = session.execute(
+            select(
+                Run.best_epoch,
+                Run.best_metric,
+                Run.best_metrics,
+                Run.final_metric,
+                Run.final_metrics,
+                Run.best_val_loss,
+            ).where(Run.run_id == run_id)
+        ).one()
+    return tuple(row)
+
+
+def test_the_best_epoch_is_the_lowest_val_loss_and_ties_go_to_the_earlier(engine) -> None:  # noqa: ANN001
+    from service.checkpoints import load_checkpoint
+
+    run = new_run(engine, task="binary")
+    attempt = claim(engine, run.id)
+    val = [(4.0, 0.5), (3.0, 0.7), (3.0, 0.9), (5.0, 0.6), (float("nan"), 0.1)]
+    for epoch, (total, accuracy) in enumerate(val, start=1):
+        splits = {"train": _label_split(1.0 / epoch, 0.9), "val": _label_split(total, accuracy)}
+        record_epoch(engine, run.id, attempt, epoch, splits, f"state {epoch}".encode())
+        if epoch == 2:
+            assert _summary(engine, run.id)[:2] == (2, 0.7)  # kept current while it trains
+    best_epoch, best_metric, best_metrics, final_metric, final_metrics, best_loss = _summary(
+        engine, run.id
+    )
+    assert (best_epoch, best_metric, best_metrics, best_loss) == (2, 0.7, {"accuracy": 0.7}, 3.0)
+    assert (final_metric, final_metrics) == (0.1, {"accuracy": 0.1})
+    best = load_checkpoint(engine, run.id, "best")
+    last = load_checkpoint(engine, run.id, "last")
+    assert (best.epoch, best.attempt, best.state) == (2, attempt, b"state 2")
+    assert (last.epoch, last.state) == (5, b"state 5")
+
+
+def test_a_sequence_run_keeps_every_val_metric_of_its_best_and_last_epochs(engine) -> None:  # noqa: ANN001
+    run = new_run(engine)
+    attempt = claim(engine, run.id)
+    for epoch, (total, exact) in enumerate([(2.0, 0.5), (1.0, 0.75), (1.5, 0.25)], start=1):
+        splits = {
+            "train": _sequence_split(1.0, [1.0, 1.0], 1.0),
+            "val": _sequence_split(total, [1.0, exact], exact),
+        }
+        finish = epoch == 3
+        if finish:
+            finish_run(engine, run.id, attempt, RunStatus.SUCCEEDED, last_epoch=(3, splits, None))
+        else:
+            record_epoch(engine, run.id, attempt, epoch, splits)
+    best_epoch, best_metric, best_metrics, final_metric, final_metrics, _ = _summary(engine, run.id)
+    assert (best_epoch, best_metric) == (2, 0.875)
+    assert best_metrics == {"token_accuracy": 0.875, "exact_match": 0.75}
+    assert (final_metric, final_metrics) == (0.625, {"token_accuracy": 0.625, "exact_match": 0.25})
+
+
+def test_a_new_claim_resets_the_best_epoch(engine) -> None:  # noqa: ANN001
+    run = new_run(engine, task="binary")
+    attempt = claim(engine, run.id, lease=1)
+    splits = {"train": _label_split(0.5, 0.75), "val": _label_split(0.4, 0.8)}
+    record_epoch(engine, run.id, attempt, 1, splits)
+    assert _summary(engine, run.id)[:2] == (1, 0.8)
+    reap_expired_leases(engine, now=utcnow() + timedelta(seconds=5))
+    claim(engine, run.id)
+    assert _summary(engine, run.id) == (None, None, None, None, None, None)
