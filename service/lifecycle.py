@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, literal, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, literal, select, text, update
 from sqlalchemy.orm import Session
 
 from service.checkpoints import BestCheckpoint, store_checkpoint
@@ -28,6 +28,7 @@ from service.metric_rows import finite_metrics, insert_metrics
 from service.records import utcnow
 from service.schema import Run, RunStatus
 
+RENEWAL_LOCK_TIMEOUT_MS = 1000
 LEASE_EXPIRED = "its worker stopped renewing the lease (killed, frozen or cut off)"
 _ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 # What a claim starts afresh: the summary of an earlier attempt must not leak into this one.
@@ -139,9 +140,16 @@ def claim_for_training(
 
 
 def renew_lease(engine: Engine, run_id: int, attempt: int, lease_seconds: float) -> None:
-    """Push the lease expiry forward; LeaseLost when this attempt no longer holds the run."""
+    """Push the lease expiry forward; LeaseLost when this attempt no longer holds the run.
+
+    On PostgreSQL a renewal waits at most RENEWAL_LOCK_TIMEOUT for the run's row: queued behind
+    its own process's epoch write, in a process that then froze, it would hold the row for
+    another idle-transaction timeout once that write was ended; it retries at the next beat.
+    """
     with session_scope(engine) as session:
         clock = _clock(session)
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text(f"SET LOCAL lock_timeout = {RENEWAL_LOCK_TIMEOUT_MS}"))
         result = session.execute(
             _update()
             .where(_held(run_id, attempt))

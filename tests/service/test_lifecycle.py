@@ -299,6 +299,29 @@ def test_a_worker_frozen_inside_its_epoch_write_delays_only_its_own_run(
     assert get_losses(engine, frozen_run.id) == []
 
 
+def test_a_renewal_never_queues_behind_its_runs_row_lock(postgresql_url: str) -> None:
+    """A heartbeat that found its run's row held (its own process's epoch write, frozen) gives
+    up within the lock timeout instead of queuing: queued, it would take the row once that
+    write was ended and hold it, frozen, for another idle-transaction timeout."""
+    import service.db
+    from service.lifecycle import RENEWAL_LOCK_TIMEOUT_MS, _record_epoch
+
+    engine = service.db.get_engine(postgresql_url)
+    run = new_run(engine)
+    attempt = claim(engine, run.id)
+    writer = Session(engine)
+    try:
+        _record_epoch(writer, run.id, attempt, 1, {"train": Split(1.0), "val": Split(2.0)})
+        started = time.monotonic()
+        with pytest.raises(DBAPIError, match="lock timeout"):
+            renew_lease(engine, run.id, attempt, 30)
+        assert time.monotonic() - started < RENEWAL_LOCK_TIMEOUT_MS / 1000 + 2
+    finally:
+        writer.rollback()
+        writer.close()
+    renew_lease(engine, run.id, attempt, 30)  # the row free again: renewed
+
+
 def _label_split(total: float, accuracy: float) -> Split:
     return Split(total, [total], accuracy, {"accuracy": accuracy})
 
