@@ -332,3 +332,21 @@ def assert_settled(engine, run_ids: list[int]) -> dict[int, Any]:  # noqa: ANN00
             assert run.epochs_done == run.spec["epochs"], (run_id, run.epochs_done)
         settled[run_id] = run
     return settled
+
+
+# The run columns that say where its best epoch was and what it scored, and its last epoch's.
+BEST_SUMMARY = (
+    "best_epoch", "best_metric", "best_metrics", "final_metric", "final_metrics", "best_val_loss",
+)  # fmt: skip
+
+
+def run_columns(engine, run_id: int, *names: str) -> tuple:  # noqa: ANN001
+    """The named columns of the runs row, in order."""
+    from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.schema import Run
+
+    with session_scope(engine) as session:
+        query = select(*(getattr(Run, name) for name in names)).where(Run.run_id == run_id)
+        return tuple(session.execute(query).one())

@@ -7,13 +7,13 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
-from support import Split, claim, new_run
+from support import BEST_SUMMARY, Split, claim, new_run, run_columns
 
 from service.checkpoints import adopt_checkpoint, load_checkpoint
 from service.db import session_scope
 from service.lifecycle import reap_expired_leases, record_epoch
 from service.records import utcnow
-from service.schema import Checkpoint, Metric, Run
+from service.schema import Checkpoint, Metric
 
 
 def _splits(val_loss: float, accuracy: float) -> dict[str, Split]:
@@ -27,23 +27,6 @@ def _reclaim(engine, run_id: int) -> int:  # noqa: ANN001
     """The run's lease expires and a new attempt claims it."""
     reap_expired_leases(engine, now=utcnow() + timedelta(seconds=5))
     return claim(engine, run_id)
-
-
-def _run_summary(engine, run_id: int) -> tuple:  # noqa: ANN001
-    with session_scope(engine) as session:
-        return tuple(
-            session.execute(
-                select(
-                    Run.epochs_done,
-                    Run.best_epoch,
-                    Run.best_metric,
-                    Run.best_metrics,
-                    Run.final_metric,
-                    Run.final_metrics,
-                    Run.best_val_loss,
-                ).where(Run.run_id == run_id)
-            ).one()
-        )
 
 
 def _metrics(engine, run_id: int, attempt: int) -> list[tuple]:  # noqa: ANN001
@@ -68,7 +51,7 @@ def test_a_resume_copies_the_metrics_and_keeps_the_best_checkpoint(engine) -> No
 
     assert _metrics(engine, run.id, second) == _metrics(engine, run.id, first)
     assert len(_metrics(engine, run.id, second)) == 3 * 2
-    assert _run_summary(engine, run.id) == (
+    assert run_columns(engine, run.id, "epochs_done", *BEST_SUMMARY) == (
         3,
         2,
         0.9,
@@ -81,7 +64,7 @@ def test_a_resume_copies_the_metrics_and_keeps_the_best_checkpoint(engine) -> No
     best = load_checkpoint(engine, run.id, "best")
     assert (best.epoch, best.attempt, best.state) == (2, first, b"state 2")
     assert load_checkpoint(engine, run.id).state == b"state 4"
-    assert _run_summary(engine, run.id)[:3] == (4, 2, 0.9)
+    assert run_columns(engine, run.id, "epochs_done", *BEST_SUMMARY)[:3] == (4, 2, 0.9)
     record_epoch(engine, run.id, second, 5, _splits(0.1, 0.95), b"state 5")  # a new best
     best = load_checkpoint(engine, run.id, "best")
     assert (best.epoch, best.attempt, best.state) == (5, second, b"state 5")
@@ -95,7 +78,7 @@ def test_a_fresh_attempt_drops_a_best_checkpoint_an_earlier_attempt_left(engine)
     record_epoch(engine, run.id, second, 1, _splits(float("nan"), 0.5), b"attempt 2")
     assert load_checkpoint(engine, run.id, "best") is None
     assert load_checkpoint(engine, run.id).state == b"attempt 2"
-    assert _run_summary(engine, run.id)[1] is None
+    assert run_columns(engine, run.id, "epochs_done", *BEST_SUMMARY)[1] is None
 
 
 def test_a_run_without_a_best_checkpoint_has_only_its_latest(engine) -> None:  # noqa: ANN001

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from support import Split, claim, new_run, poll
+from support import BEST_SUMMARY, Split, claim, new_run, poll, run_columns
 
 from service.db import session_scope
 from service.lifecycle import (
@@ -141,8 +141,6 @@ def test_cancel_queued_and_running(engine) -> None:  # noqa: ANN001
 def _age_queued(engine, run_id: int, seconds: float) -> None:  # noqa: ANN001
     from sqlalchemy import update
 
-    from service.schema import Run
-
     with session_scope(engine) as session:
         session.execute(
             update(Run)
@@ -242,7 +240,6 @@ def test_a_training_claim_records_the_device_and_returns_the_spec(engine) -> Non
     from sqlalchemy import update
 
     from service.lifecycle import claim_for_training
-    from service.schema import Run
 
     def take(run_id: int):  # noqa: ANN202
         return claim_for_training(
@@ -322,6 +319,10 @@ def test_a_renewal_never_queues_behind_its_runs_row_lock(postgresql_url: str) ->
     renew_lease(engine, run.id, attempt, 30)  # the row free again: renewed
 
 
+def _summary(engine, run_id: int) -> tuple:  # noqa: ANN001
+    return run_columns(engine, run_id, *BEST_SUMMARY)
+
+
 def _label_split(total: float, accuracy: float) -> Split:
     return Split(total, [total], accuracy, {"accuracy": accuracy})
 
@@ -380,21 +381,6 @@ def test_metric_writes_are_fenced_by_the_attempt(engine) -> None:  # noqa: ANN00
         (1, 1, "val", "accuracy", None, 0.8),
     }
     assert _summary(engine, run.id) == (None, None, None, None, None, None)
-
-
-def _summary(engine, run_id: int) -> tuple:  # noqa: ANN001
-    with session_scope(engine) as session:
-        row = session.execute(
-            select(
-                Run.best_epoch,
-                Run.best_metric,
-                Run.best_metrics,
-                Run.final_metric,
-                Run.final_metrics,
-                Run.best_val_loss,
-            ).where(Run.run_id == run_id)
-        ).one()
-    return tuple(row)
 
 
 def test_the_best_epoch_is_the_lowest_val_loss_and_ties_go_to_the_earlier(engine) -> None:  # noqa: ANN001
