@@ -126,6 +126,7 @@ def _run(i: int, rng: random.Random) -> tuple[dict, list, list, list, list]:
         "best_metric": val_metrics[best_epoch - 1][primary] if done else None,
         "best_metrics": json.dumps(val_metrics[best_epoch - 1]) if done else None,
         "final_metrics": json.dumps(val_metrics[-1]) if done else None,
+        "timesteps": steps if done else None,
         "error": "boom" if status == "failed" else None,
         "created_at": created,
         "queued_at": created,

@@ -1,25 +1,44 @@
-"""The `expq` command line. Submitting and querying never import torch."""
+"""The `expq` command line. Submitting and querying never import torch, and each command
+imports only its own module (start-up time: benchmarks/results/store_query.md)."""
 
 from __future__ import annotations
 
 import sys
 
 import click
-from sqlalchemy.exc import OperationalError
 
 from service import __version__
-from service.commands.admin import db, demo, worker, workers
-from service.commands.export import export
-from service.commands.model import export_model, predict
-from service.commands.runs import runs
-from service.commands.submit import submit
-from service.commands.sweep import sweep
-from service.commands.watch import watch
+from service.commands.lazy import LazyGroup
 from service.errors import ExpqError
-from service.ui.command import ui
+
+COMMANDS = {
+    "db": "service.commands.admin:db",
+    "demo": "service.commands.admin:demo",
+    "export": "service.commands.export:export",
+    "predict": "service.commands.model:predict",
+    "runs": "service.commands.runs:runs",
+    "submit": "service.commands.submit:submit",
+    "sweep": "service.commands.sweep:sweep",
+    "ui": "service.ui.command:ui",
+    "watch": "service.commands.watch:watch",
+    "worker": "service.commands.admin:worker",
+    "workers": "service.commands.admin:workers",
+}
 
 
-class ExpqGroup(click.Group):
+def _database_error(exc: Exception) -> str | None:
+    """The first line of a database error raised after the first connection; None for others."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from sqlalchemy.exc import OperationalError
+
+    if not isinstance(exc, OperationalError):
+        return None
+    lines = str(exc.orig or exc).strip().splitlines()
+    return lines[0] if lines else str(exc)
+
+
+class ExpqGroup(LazyGroup):
     """Prints every error as one line on stderr and exits with its documented code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001, ANN201
@@ -33,11 +52,6 @@ class ExpqGroup(click.Group):
         except ExpqError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except OperationalError as exc:
-            # The database went away after the first connection.
-            lines = str(exc.orig or exc).strip().splitlines()
-            click.echo(f"Error: database error: {lines[0] if lines else exc}", err=True)
-            sys.exit(1)
         except OSError as exc:
             # A file or folder expq was told to use (EXPQ_HOME, an output path) is not usable.
             where = f": {exc.filename}" if exc.filename else ""
@@ -46,18 +60,19 @@ class ExpqGroup(click.Group):
         except (click.Abort, KeyboardInterrupt):
             click.echo("Aborted.", err=True)
             sys.exit(130)
+        except Exception as exc:
+            message = _database_error(exc)
+            if message is None:
+                raise
+            click.echo(f"Error: database error: {message}", err=True)
+            sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
 
-@click.group(cls=ExpqGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ExpqGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="expq")
 def cli() -> None:
     """expq: train MLPs and RNNs on sequence tasks across a Celery worker fleet."""
-
-
-for command in (submit, sweep, watch, worker, workers, runs, db, demo, export, predict, ui):
-    cli.add_command(command)
-runs.add_command(export_model)
 
 
 def main() -> None:

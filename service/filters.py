@@ -263,11 +263,20 @@ def _truth(field: Field, op: str, values: list[Any]) -> Truth:
         return Truth(condition, not_(condition))
     # EXISTS, correlated to the run: a run without the row has neither side. A loss or metric
     # probe goes before a param or tag probe: many runs lack that row, so it rules them out.
-    return Truth(
-        exists(select(1).where(*_lookup(field), condition)),
-        exists(select(1).where(*_lookup(field), not_(condition))),
-        1 if field.source in ("loss", "metric") else 2,
-    )
+    true = exists(select(1).where(*_lookup(field), condition))
+    false = exists(select(1).where(*_lookup(field), not_(condition)))
+    step = _output_step(field)
+    if step is not None:
+        # A run with fewer output steps has no row at t: its own row says so without a probe.
+        has_step = Run.timesteps >= step
+        true, false = and_(has_step, true), and_(has_step, false)
+    return Truth(true, false, 1 if field.source in ("loss", "metric") else 2)
+
+
+def _output_step(field: Field) -> int | None:
+    if field.source == "loss":
+        return int(field.key)
+    return field.step if field.source == "metric" else None
 
 
 # --- tokens --------------------------------------------------------------------------------

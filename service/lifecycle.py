@@ -173,6 +173,8 @@ def _record_epoch(
     if current is None:
         raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
     summary: dict[str, Any] = {"epochs_done": epoch}
+    if splits:
+        summary["timesteps"] = max(len(losses.per_timestep) for losses in splits.values())
     improved = False  # this epoch's val L is the lowest so far: the run's new best epoch
     for split, best in (("train", current.best_train_loss), ("val", current.best_val_loss)):
         if split not in splits:

@@ -10,8 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Float, String, bindparam, func, insert, select, true
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Engine,
+    Float,
+    String,
+    bindparam,
+    func,
+    insert,
+    select,
+    true,
+)
 from sqlalchemy.exc import IntegrityError
 
 from service.records import utcnow

@@ -24,7 +24,9 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import CreateIndex
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -33,6 +35,22 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def partial_index(name: str, *columns: str, where: str, unique: bool = False) -> Index:
+    """An index over the rows where `where` holds, on SQLite and PostgreSQL alike.
+
+    Not `sqlite_where=` / `postgresql_where=`: naming a dialect's option imports that dialect,
+    and the PostgreSQL one would cost every SQLite command's start-up.
+    """
+    return Index(name, *columns, unique=unique, info={"where": where})
+
+
+@compiles(CreateIndex)
+def _create_partial_index(create: CreateIndex, compiler: Any, **kw: Any) -> str:
+    sql = compiler.visit_create_index(create, **kw)
+    where = create.element.info.get("where")
+    return f"{sql} WHERE {where}" if where else sql
 
 
 class RunStatus(enum.StrEnum):
@@ -110,6 +128,8 @@ class Run(Base):
     best_metric: Mapped[float | None] = mapped_column(Float)
     best_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)
     final_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    # T, the output timesteps of the run's losses: a per-timestep filter tests it first.
+    timesteps: Mapped[int | None] = mapped_column(Integer)
     resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)  # set by a checkpoint resume
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
@@ -157,24 +177,22 @@ class Loss(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "attempt", "epoch", "split", "timestep"),
         # NULLs are distinct in a unique key, so the totals need a partial index of their own.
-        Index(
+        partial_index(
             "uq_losses_total",
             "run_id",
             "attempt",
             "epoch",
             "split",
             unique=True,
-            sqlite_where=text("timestep IS NULL"),
-            postgresql_where=text("timestep IS NULL"),
+            where="timestep IS NULL",
         ),
         # Sorts by a per-timestep loss or a metric walk these in value order (migration 0006).
-        Index(
+        partial_index(
             "ix_losses_step_value",
             "split",
             "timestep",
             "value",
-            sqlite_where=text("timestep IS NOT NULL"),
-            postgresql_where=text("timestep IS NOT NULL"),
+            where="timestep IS NOT NULL",
         ),
     )
 
@@ -198,7 +216,7 @@ class Metric(Base):
     __tablename__ = "metrics"
     __table_args__ = (
         UniqueConstraint("run_id", "attempt", "epoch", "split", "name", "timestep"),
-        Index(
+        partial_index(
             "uq_metrics_whole",
             "run_id",
             "attempt",
@@ -206,25 +224,22 @@ class Metric(Base):
             "split",
             "name",
             unique=True,
-            sqlite_where=text("timestep IS NULL"),
-            postgresql_where=text("timestep IS NULL"),
+            where="timestep IS NULL",
         ),
-        Index(
+        partial_index(
             "ix_metrics_whole_value",
             "split",
             "name",
             "value",
-            sqlite_where=text("timestep IS NULL"),
-            postgresql_where=text("timestep IS NULL"),
+            where="timestep IS NULL",
         ),
-        Index(
+        partial_index(
             "ix_metrics_step_value",
             "split",
             "name",
             "timestep",
             "value",
-            sqlite_where=text("timestep IS NOT NULL"),
-            postgresql_where=text("timestep IS NOT NULL"),
+            where="timestep IS NOT NULL",
         ),
     )
 

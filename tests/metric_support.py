@@ -19,10 +19,14 @@ Curves = dict[int, dict[str, dict[str | tuple[str, int], float]]]
 def write_metrics(engine, run_id: int, attempt: int, curves: Curves, val_losses: list[float]):  # noqa: ANN001, ANN201
     """Losses and metric rows of epochs 1..n, and the run's best/final columns, as the writer
     keeps them; the best epoch is the one with the lowest val L (ties to the earlier)."""
+    keys = [key for epoch in curves.values() for values in epoch.values() for key in values]
+    steps = max((key[1] for key in keys if isinstance(key, tuple)), default=1)
     for epoch, val_loss in enumerate(val_losses, start=1):
-        record_epoch(
-            engine, run_id, attempt, epoch, {"train": Split(val_loss / 2), "val": Split(val_loss)}
-        )
+        losses = {
+            split: Split(total, [total / steps] * steps)
+            for split, total in (("train", val_loss / 2), ("val", val_loss))
+        }
+        record_epoch(engine, run_id, attempt, epoch, losses)
     rows = [
         {
             "run_id": run_id,

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from service.commands.common import TERMINAL, open_engine, wait_for
+from service.commands.lazy import LazyGroup
 from service.errors import InputError
 from service.output import (
     emit_compare,
@@ -64,7 +65,7 @@ def run_filter(experiment, task, model, status, where):  # noqa: ANN001, ANN201
     return RunFilter(experiment, task, model, status, where)
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy={"export-model": "service.commands.model:export_model"})
 def runs() -> None:
     """Query and manage runs."""
 

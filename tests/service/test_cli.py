@@ -126,6 +126,28 @@ def test_queries_never_import_torch(tmp_path: Path, embedded_broker_url: str) ->
     assert result.returncode == 0, result.stderr
 
 
+def test_runs_list_on_sqlite_imports_only_what_it_uses(
+    tmp_path: Path, embedded_broker_url: str
+) -> None:
+    env = expq_env(tmp_path, f"sqlite:///{tmp_path / 'expq.db'}", embedded_broker_url)
+    assert run_cli(env, "submit", "--task", "binary", "--model", "mlp").returncode == 0
+    unused = (
+        "torch", "celery", "kombu", "starlette", "matplotlib", "psycopg", "alembic",
+        "sqlalchemy.dialects.postgresql", "service.commands.submit", "service.commands.export",
+        "service.ui.command",
+    )  # fmt: skip
+    probe = (
+        "import sys\nfrom service.cli import cli\n"
+        "cli.main(['runs', 'list', '--where', 'val_loss_t[2] < 1 or lr > 0'], "
+        "standalone_mode=False)\n"
+        f"print(sorted(name for name in {unused!r} if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+    assert "binary" in result.stdout
+
+
 @pytest.fixture
 def finished_run(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> int:
     from service.db import get_engine
