@@ -26,6 +26,7 @@ from service.db import session_scope
 from service.loss_rows import SplitLosses, finite_or_none, insert_losses
 from service.metric_rows import finite_metrics, insert_metrics
 from service.records import utcnow
+from service.run_values import replace_run_values
 from service.schema import Run, RunStatus
 
 RENEWAL_LOCK_TIMEOUT_MS = 1000
@@ -197,6 +198,7 @@ def _record_epoch(
         raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
     insert_losses(session, run_id, attempt, epoch, splits)
     insert_metrics(session, run_id, attempt, epoch, splits)
+    replace_run_values(session, run_id, attempt, epoch, splits, best=improved)
     if checkpoint is not None:
         best = BestCheckpoint.THIS if improved else BestCheckpoint.KEEP
         if not improved and current.best_epoch is None:

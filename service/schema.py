@@ -95,10 +95,11 @@ class Run(Base):
     __table_args__ = (
         Index("ix_runs_status_created_at", "status", "created_at"),
         Index("ix_runs_experiment_id", "experiment_id"),
-        Index("ix_runs_final_val_loss", "final_val_loss"),
-        Index("ix_runs_best_val_loss", "best_val_loss"),
-        Index("ix_runs_final_metric", "final_metric"),
-        Index("ix_runs_best_metric", "best_metric"),
+        # A sort's walk tests a per-timestep filter's `timesteps >= t` in the index (0007).
+        Index("ix_runs_final_val_loss", "final_val_loss", "timesteps"),
+        Index("ix_runs_best_val_loss", "best_val_loss", "timesteps"),
+        Index("ix_runs_final_metric", "final_metric", "timesteps"),
+        Index("ix_runs_best_metric", "best_metric", "timesteps"),
     )
 
     run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -186,14 +187,6 @@ class Loss(Base):
             unique=True,
             where="timestep IS NULL",
         ),
-        # Sorts by a per-timestep loss or a metric walk these in value order (migration 0006).
-        partial_index(
-            "ix_losses_step_value",
-            "split",
-            "timestep",
-            "value",
-            where="timestep IS NOT NULL",
-        ),
     )
 
     loss_id: Mapped[int] = mapped_column(
@@ -226,21 +219,6 @@ class Metric(Base):
             unique=True,
             where="timestep IS NULL",
         ),
-        partial_index(
-            "ix_metrics_whole_value",
-            "split",
-            "name",
-            "value",
-            where="timestep IS NULL",
-        ),
-        partial_index(
-            "ix_metrics_step_value",
-            "split",
-            "name",
-            "timestep",
-            "value",
-            where="timestep IS NOT NULL",
-        ),
     )
 
     metric_id: Mapped[int] = mapped_column(
@@ -253,6 +231,26 @@ class Metric(Base):
     name: Mapped[str] = mapped_column(String(32))
     timestep: Mapped[int | None] = mapped_column(Integer)
     value: Mapped[float] = mapped_column(Float)
+
+
+class RunValue(Base):
+    """A value a sort reads (service/run_values.py): a per-timestep loss (name "loss") or a
+    metric (timestep 0 for a whole-split one) of the run's last epoch (at "last") or a val
+    metric of its best epoch (at "best"), from the attempt and epoch given."""
+
+    __tablename__ = "run_values"
+    __table_args__ = (Index("ix_run_values_sort", "at", "split", "name", "timestep", "value"),)
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    at: Mapped[str] = mapped_column(String(4), primary_key=True)
+    split: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    timestep: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    attempt: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float | None] = mapped_column(Float)
 
 
 class Checkpoint(Base):

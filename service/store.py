@@ -110,8 +110,8 @@ def _runs_with_experiment() -> Select:
     )
 
 
-def _filtered(query: Select, where: RunFilter) -> Select:
-    return query.where(*where.conditions())
+def _filtered(query: Select, where: RunFilter, *, per_run: bool = False) -> Select:
+    return query.where(*where.conditions(per_run=per_run))
 
 
 def _sorted_pages(query: Select, field: Field, descending: bool, limit: int | None):  # noqa: ANN202
@@ -126,9 +126,9 @@ def _sorted_pages(query: Select, field: Field, descending: bool, limit: int | No
         yield query.order_by(order, Run.run_id.desc()).limit(limit)
         return
     if field.source in ("loss", "metric"):
-        # Joined, so that the planner walks the (split, [name,] timestep, value) index in value
-        # order and stops after `limit` runs whose last epoch the row is: a scalar subquery
-        # probes every run first (`--sort "val_loss_t[3]"`, 100k runs: 709 ms on PostgreSQL).
+        # Joined, so that the planner walks run_values' index in value order and stops after
+        # `limit` runs: a scalar subquery probes every run first (`--sort "val_loss_t[3]"`,
+        # 100k runs: 709 ms on PostgreSQL).
         valued, column = joined_value(query, field, outer=False)
     else:
         # A join in place of the scalar subquery measured twice as slow on SQLite (100k runs).
@@ -247,7 +247,8 @@ def list_runs(
 ) -> list[RunRecord]:
     """Runs matching every filter given, `where` in the --where language, sorted by any field
     that --where accepts (runs without a value last, then newest first)."""
-    query = _filtered(_runs_with_experiment(), RunFilter(experiment, task, model, status, where))
+    chosen = RunFilter(experiment, task, model, status, where)
+    query = _filtered(_runs_with_experiment(), chosen, per_run=limit is not None)
     field = parse_field(sort, "--sort")
     with session_scope(engine, read_only=True) as session:
         return _records(session, _sorted_rows(session, query, field, descending, limit))

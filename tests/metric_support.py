@@ -5,61 +5,33 @@ whole-split val metric at the best and the last epoch."""
 
 from __future__ import annotations
 
-from sqlalchemy import insert, update
 from support import Split
 
-from service.db import session_scope
 from service.lifecycle import record_epoch
-from service.schema import Metric, Run
 
 # epoch → split → {name or (name, t): value}
 Curves = dict[int, dict[str, dict[str | tuple[str, int], float]]]
 
 
 def write_metrics(engine, run_id: int, attempt: int, curves: Curves, val_losses: list[float]):  # noqa: ANN001, ANN201
-    """Losses and metric rows of epochs 1..n, and the run's best/final columns, as the writer
-    keeps them; the best epoch is the one with the lowest val L (ties to the earlier)."""
+    """Epochs 1..n recorded as the worker records them: L_1..L_T (T the curves' last step,
+    train L half the val L) and the curves' metrics; the writer keeps the best epoch (the
+    one with the lowest val L, ties to the earlier) and the best/final columns."""
     keys = [key for epoch in curves.values() for values in epoch.values() for key in values]
     steps = max((key[1] for key in keys if isinstance(key, tuple)), default=1)
     for epoch, val_loss in enumerate(val_losses, start=1):
-        losses = {
-            split: Split(total, [total / steps] * steps)
-            for split, total in (("train", val_loss / 2), ("val", val_loss))
-        }
-        record_epoch(engine, run_id, attempt, epoch, losses)
-    rows = [
-        {
-            "run_id": run_id,
-            "attempt": attempt,
-            "epoch": epoch,
-            "split": split,
-            "name": key if isinstance(key, str) else key[0],
-            "timestep": None if isinstance(key, str) else key[1],
-            "value": value,
-        }
-        for epoch, splits in curves.items()
-        for split, values in splits.items()
-        for key, value in values.items()
-    ]
-    best = min(range(len(val_losses)), key=lambda i: (val_losses[i], i)) + 1
-    whole = {
-        epoch: {k: v for k, v in curves[epoch]["val"].items() if isinstance(k, str)}
-        for epoch in curves
-    }
-    primary = "accuracy" if "accuracy" in whole[best] else "token_accuracy"
-    with session_scope(engine) as session:
-        session.execute(insert(Metric), rows)
-        session.execute(
-            update(Run)
-            .where(Run.run_id == run_id)
-            .values(
-                best_epoch=best,
-                best_metric=whole[best][primary],
-                best_metrics=whole[best],
-                final_metrics=whole[len(val_losses)],
-                final_metric=whole[len(val_losses)][primary],
-            )
-        )
+        splits = {}
+        for split, total in (("train", val_loss / 2), ("val", val_loss)):
+            values = curves.get(epoch, {}).get(split, {})
+            whole = {k: v for k, v in values.items() if isinstance(k, str)}
+            per_step: dict[str, list[float]] = {}
+            for (name, _), value in sorted(
+                (k, v) for k, v in values.items() if isinstance(k, tuple)
+            ):
+                per_step.setdefault(name, []).append(value)
+            primary = whole.get("accuracy", whole.get("token_accuracy"))
+            splits[split] = Split(total, [total / steps] * steps, primary, whole, per_step)
+        record_epoch(engine, run_id, attempt, epoch, splits)
 
 
 def sequence(token: float, exact: float, steps: list[float]) -> dict:

@@ -15,10 +15,10 @@ from service.schema import Base
 @pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.dialect()], ids=["sqlite", "pg"])
 def test_partial_indexes_carry_their_where_on_each_backend(dialect) -> None:  # noqa: ANN001
     indexes = {i.name: i for t in Base.metadata.tables.values() for i in t.indexes}
-    created = str(CreateIndex(indexes["ix_metrics_step_value"]).compile(dialect=dialect))
-    assert created.endswith("ON metrics (split, name, timestep, value) WHERE timestep IS NOT NULL")
-    unique = str(CreateIndex(indexes["uq_losses_total"]).compile(dialect=dialect))
-    assert unique.startswith("CREATE UNIQUE INDEX") and unique.endswith("WHERE timestep IS NULL")
+    metrics = str(CreateIndex(indexes["uq_metrics_whole"]).compile(dialect=dialect))
+    assert metrics.endswith("(run_id, attempt, epoch, split, name) WHERE timestep IS NULL")
+    losses = str(CreateIndex(indexes["uq_losses_total"]).compile(dialect=dialect))
+    assert losses.startswith("CREATE UNIQUE INDEX") and losses.endswith("WHERE timestep IS NULL")
     plain = str(CreateIndex(indexes["ix_runs_best_metric"]).compile(dialect=dialect))
     assert "WHERE" not in plain
 
