@@ -556,24 +556,27 @@ def main() -> None:
         "winning attempt). With `--sort final_val_loss --limit 20` or `--sort best_metric` both "
         "databases walk that column's index and stop after 20 matches; runs without the sort "
         "value come after, from a second statement, so the index stays usable.",
-        "- A sort by a per-timestep loss or a metric joins the value's row and walks revision "
-        "0006's partial indexes on losses (split, timestep, value) or metrics (split, name, "
-        "value) and (split, name, timestep, value) in value order, stopping after 20 runs whose "
-        "last epoch the row is. Before it, every run was probed once (`--sort val_loss_t[3]`: "
-        "361 ms on SQLite, 427-709 ms on PostgreSQL). What the indexes cost each epoch's write "
-        "is in store_write.md.",
+        "- A sort by a per-timestep loss or a metric joins the run's row of run_values (revision "
+        "0008: each run's last-epoch per-timestep losses and metrics and its best epoch's val "
+        "metrics, one row each, replaced as the run trains) and walks its (at, split, name, "
+        "timestep, value) index in value order, stopping after 20 runs. Before any index, every "
+        "run was probed once (`--sort val_loss_t[3]`: 361 ms on SQLite, 427-709 ms on "
+        "PostgreSQL); revision 0006 indexed every epoch's rows instead, at twice the write cost "
+        "of run_values (store_write.md).",
         "- Where a filter matches nothing (the row marked no target), every run is still probed "
         "once, about 2-3 µs a probe on SQLite.",
         "- A filter's conjuncts are tested cheapest first: a column comparison, then a "
         "per-timestep loss or metric probe (which rules out the runs lacking the row), then "
         "param and tag probes, whatever the order typed.",
-        "- `--where 'val_loss_t[3] < 0.2' --sort final_val_loss` is slower than the other "
-        "targeted rows because the lowest final val losses belong to T = 1 runs, which have no "
-        "t = 3: the index walk passes ~18,000 of them before the 20th match.",
-        "- `--where 'val_loss_t[3] < 0.2' --sort final_val_loss` on PostgreSQL (EXPLAIN ANALYZE): "
-        "the final_val_loss index walk fetches 18,429 runs rows (60 ms) and probes the losses' "
-        "unique key once for each (8 µs a probe); a faster plan needs the runs that have a t = 3 "
-        "loss known without a probe.",
+        "- A per-timestep filter (`val_loss_t[3] < 0.2`) first tests the run's T (revision "
+        "0007: `timesteps >= 3`), and the sorted summary columns' indexes carry T as their "
+        "second column, so a walk of `final_val_loss` skips the ~18,000 T = 1 runs inside the "
+        "index. Before it, PostgreSQL fetched each of those runs' rows and probed its losses "
+        "(361 ms).",
+        "- A listing with a LIMIT probes params and tags run by run (`EXISTS (... OFFSET 0)`): "
+        "under an `or`, PostgreSQL otherwise hashed every run's `hidden` and `team` first, "
+        "planning for all runs rather than the 20 read (686 ms). Summaries and exports, which "
+        "read every run, keep the planner's choice.",
         "- PostgreSQL sessions run with `jit = off`: its JIT spent 200 ms compiling plans for "
         "queries that then ran in tens of milliseconds.",
         "- The machine is shared with other work, so figures move by tens of percent between runs.",

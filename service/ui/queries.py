@@ -37,7 +37,7 @@ def page_of_run_ids(
     query = (
         select(Run.run_id)
         .join(Experiment, Run.experiment_id == Experiment.experiment_id)
-        .where(*where.conditions())
+        .where(*where.conditions(per_run=True))
     )
     with session_scope(engine, read_only=True) as session:
         if not nullable(field):
