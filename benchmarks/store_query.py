@@ -165,8 +165,14 @@ def _sqlite_time(value: datetime | None) -> str | None:
 _METRIC_COLUMNS = "metrics (run_id, attempt, epoch, split, name, timestep, value)"
 
 
+# The rows are loaded at this revision; the upgrade to head after them fills what later
+# revisions derive from recorded epochs (0008: each run's run_values), as on a user's database.
+LOADED_AT = "0007"
+
+
 def load_sqlite(path: Path, runs: int) -> tuple[int, int]:
-    upgrade(make_engine(f"sqlite:///{path}"))
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine, LOADED_AT)
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA synchronous=OFF")
     # Bulk loading: the row tables' secondary indexes are built once, after the rows.
@@ -211,13 +217,15 @@ def load_sqlite(path: Path, runs: int) -> tuple[int, int]:
     for _, sql in deferred:
         connection.execute(sql)
     connection.close()
+    upgrade(engine)
     return count, metric_count
 
 
 def load_postgresql(url: str, runs: int) -> tuple[int, int]:
     import psycopg
 
-    upgrade(make_engine(url))
+    engine = make_engine(url)
+    upgrade(engine, LOADED_AT)
     raw = url.replace("postgresql+psycopg://", "postgresql://")
     count = metric_count = 0
     with psycopg.connect(raw) as connection:
@@ -261,6 +269,8 @@ def load_postgresql(url: str, runs: int) -> tuple[int, int]:
             cursor.execute("SELECT setval('experiments_experiment_id_seq', 1000)")
             cursor.execute(f"SELECT setval('runs_run_id_seq', {runs + 1})")
         connection.commit()
+        upgrade(engine)
+        engine.dispose()
         connection.autocommit = True
         connection.execute("VACUUM ANALYZE")
     return count, metric_count
