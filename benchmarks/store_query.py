@@ -566,13 +566,14 @@ def main() -> None:
         "winning attempt). With `--sort final_val_loss --limit 20` or `--sort best_metric` both "
         "databases walk that column's index and stop after 20 matches; runs without the sort "
         "value come after, from a second statement, so the index stays usable.",
-        "- A sort by a per-timestep loss or a metric joins the run's row of run_values (revision "
-        "0008: each run's last-epoch per-timestep losses and metrics and its best epoch's val "
-        "metrics, one row each, replaced as the run trains) and walks its (at, split, name, "
-        "timestep, value) index in value order, stopping after 20 runs. Before any index, every "
-        "run was probed once (`--sort val_loss_t[3]`: 361 ms on SQLite, 427-709 ms on "
-        "PostgreSQL); revision 0006 indexed every epoch's rows instead, at twice the write cost "
-        "of run_values (store_write.md).",
+        "- A sort by a per-timestep loss or a metric reads run_values for the ended runs "
+        "(revision 0008: each run's last-epoch per-timestep losses and metrics and its best "
+        "epoch's val metrics, one row each, written once as the run ends), walking its (at, "
+        "split, name, timestep, value) index in value order and stopping after 20, and merges "
+        "them with the runs still queued or training, probed one by one (4 % of the runs "
+        "here). Before any index, every run was probed (`--sort val_loss_t[3]`: 361 ms on "
+        "SQLite, 427-709 ms on PostgreSQL); revision 0006 indexed every epoch's rows instead, "
+        "at a cost to each epoch's write that run_values does not have (store_write.md).",
         "- Where a filter matches nothing (the row marked no target), every run is still probed "
         "once, about 2-3 µs a probe on SQLite.",
         "- A filter's conjuncts are tested cheapest first: a column comparison, then a "

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from service.db import session_scope
 from service.records import utcnow
-from service.run_values import rebuild_run_values
 from service.schema import Checkpoint, Loss, Metric, Run, RunStatus
 
 # The primary metric of a task: accuracy for labels, token accuracy for sequences (one of them
@@ -142,14 +141,6 @@ def adopt_checkpoint(
                     insert(table),
                     [{"run_id": run_id, "attempt": attempt, **row._asdict()} for row in rows],
                 )
-        rebuild_run_values(
-            session,
-            run_id,
-            attempt,
-            (checkpoint.epoch, summary["best_epoch"]),
-            [(r.epoch, (r.split, r.timestep, r.value)) for r in losses],
-            [(r.epoch, (r.split, r.name, r.timestep, r.value)) for r in metrics],
-        )
         return True
 
 

@@ -212,27 +212,10 @@ def _target(field: Field, table: Any = None):  # noqa: ANN202 - the column a con
     return (table or {"tag": RunTag, "loss": Loss, "metric": Metric}[field.source]).value
 
 
-def _run_value(field: Field, table: Any = RunValue) -> list[ColumnElement]:
-    """Where a loss or metric value that sorts read lives: the run's row of run_values for the
-    field, from the run's winning attempt and its last (or best) epoch."""
-    loss = field.source == "loss"
-    return [
-        table.run_id == Run.run_id,
-        table.at == ("best" if field.at_best else "last"),
-        table.split == field.split,
-        table.name == (LOSS if loss else field.key),
-        table.timestep == (field.key if loss else field.step or WHOLE_SPLIT),
-        table.attempt == Run.attempt,
-        table.epoch == (Run.best_epoch if field.at_best else Run.epochs_done),
-    ]
-
-
 def value_of(field: Field) -> ColumnElement:
     """The field's value for the current row of runs, as a scalar subquery where needed."""
     if field.source == "column":
         return _target(field)
-    if field.source in ("loss", "metric"):
-        return select(RunValue.value).where(*_run_value(field)).scalar_subquery()
     return select(_target(field)).where(*_lookup(field)).scalar_subquery()
 
 
@@ -242,19 +225,32 @@ def joined_value(query: Select, field: Field, *, outer: bool = True) -> tuple[Se
 
     For GROUP BY over many runs: PostgreSQL hash-joins the params of one name in one pass
     where a scalar subquery would run once per run (`runs summary`: 330 → 115 ms, 100k runs).
-    For a sort by a loss or metric value, joined inner, the planner walks run_values' index in
-    value order and stops after `limit` runs.
     """
     if field.source == "column":
         return query, _target(field)
-    if field.source in ("loss", "metric"):
-        table = aliased(RunValue)
-        condition, column = and_(*_run_value(field, table)), table.value
-    else:
-        table = aliased({"param": RunParam, "tag": RunTag}[field.source])
-        condition, column = and_(*_lookup(field, table)), _target(field, table)
+    tables = {"param": RunParam, "tag": RunTag, "loss": Loss, "metric": Metric}
+    table = aliased(tables[field.source])
+    condition = and_(*_lookup(field, table))
     joined = query.outerjoin(table, condition) if outer else query.join(table, condition)
-    return joined, column
+    return joined, _target(field, table)
+
+
+def settled_value(query: Select, field: Field) -> tuple[Select, Any]:
+    """`query` narrowed to the ended runs that have a loss or metric `field`, joined to its
+    row of run_values, and the value column: a sort walks run_values' index in value order
+    and stops after its limit."""
+    loss = field.source == "loss"
+    table = aliased(RunValue)
+    condition = and_(
+        table.run_id == Run.run_id,
+        table.at == ("best" if field.at_best else "last"),
+        table.split == field.split,
+        table.name == (LOSS if loss else field.key),
+        table.timestep == (field.key if loss else field.step or WHOLE_SPLIT),
+        table.attempt == Run.attempt,
+        table.epoch == (Run.best_epoch if field.at_best else Run.epochs_done),
+    )
+    return query.join(table, condition), table.value
 
 
 def _compared(field: Field, op: str, values: list[Any]) -> ColumnElement:

@@ -26,7 +26,7 @@ from service.db import session_scope
 from service.loss_rows import SplitLosses, finite_or_none, insert_losses
 from service.metric_rows import finite_metrics, insert_metrics
 from service.records import utcnow
-from service.run_values import replace_run_values
+from service.run_values import settle_run_values
 from service.schema import Run, RunStatus
 
 RENEWAL_LOCK_TIMEOUT_MS = 1000
@@ -198,7 +198,6 @@ def _record_epoch(
         raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
     insert_losses(session, run_id, attempt, epoch, splits)
     insert_metrics(session, run_id, attempt, epoch, splits)
-    replace_run_values(session, run_id, attempt, epoch, splits, best=improved)
     if checkpoint is not None:
         best = BestCheckpoint.THIS if improved else BestCheckpoint.KEEP
         if not improved and current.best_epoch is None:
@@ -254,6 +253,7 @@ def finish_run(
         )
         if result.rowcount != 1:
             raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
+        settle_run_values(session, [run_id])
 
 
 def finished_as(engine: Engine, run_id: int, attempt: int) -> str | None:
@@ -305,6 +305,7 @@ def cancel_run(engine: Engine, run_id: int) -> str | None:
                     lease_expires_at=None,
                 )
             )
+            settle_run_values(session, [run_id])
         return status
 
 
@@ -317,6 +318,7 @@ def reap_expired_leases(engine: Engine, now: datetime | None = None) -> list[Dis
     """Runs whose lease expired go back to `queued` (to be published again) or, when their
     attempts are spent, end `failed` with the reason."""
     requeue: list[Dispatch] = []
+    failed: list[int] = []
     with session_scope(engine) as session:
         clock = _clock(session, now)
         # A row another transaction holds (a worker frozen inside its epoch's write) is left
@@ -350,6 +352,9 @@ def reap_expired_leases(engine: Engine, now: datetime | None = None) -> list[Dis
             )
             if result.rowcount == 1 and not spent:
                 requeue.append(Dispatch(run_id, queue, priority))
+            elif result.rowcount == 1:
+                failed.append(run_id)
+        settle_run_values(session, failed)
     return requeue
 
 

@@ -234,9 +234,9 @@ class Metric(Base):
 
 
 class RunValue(Base):
-    """A value a sort reads (service/run_values.py): a per-timestep loss (name "loss") or a
-    metric (timestep 0 for a whole-split one) of the run's last epoch (at "last") or a val
-    metric of its best epoch (at "best"), from the attempt and epoch given."""
+    """A value a sort reads, of an ended run (service/run_values.py): a per-timestep loss (name
+    "loss") or a metric (timestep 0 for a whole-split one) of the run's last epoch (at "last"),
+    or a val metric of its best epoch (at "best"), from the attempt and epoch given."""
 
     __tablename__ = "run_values"
     __table_args__ = (Index("ix_run_values_sort", "at", "split", "name", "timestep", "value"),)

@@ -1,10 +1,11 @@
-"""Keep the values a sort reads, one row per run and value, in place of indexing every epoch's
+"""Keep the values a sort reads for ended runs, one row per run and value, in place of
+indexing every epoch's rows
 
 Revision 0006 indexed every per-timestep loss and metric row of every epoch in value order, so
 that a sort by one of them walks an index; but only the last epoch's row (or the best
 epoch's) is ever read, and the index cost each epoch's write half its speed on SQLite
-(benchmarks/results/store_write.md). run_values holds those rows alone, replaced as a run
-trains (service/run_values.py), and its one index serves every such sort.
+(benchmarks/results/store_write.md). run_values holds those rows of the ended runs alone,
+written once as a run ends (service/run_values.py); runs still training are probed.
 
 Revision ID: 0008
 Revises: 0007
@@ -21,6 +22,7 @@ branch_labels = None
 depends_on = None
 
 _COLUMNS = "run_id, at, split, name, timestep, attempt, epoch, value"
+_ENDED = "r.status IN ('succeeded', 'failed', 'diverged', 'cancelled', 'pruned')"
 
 
 def upgrade() -> None:
@@ -41,20 +43,20 @@ def upgrade() -> None:
             "run_id", "at", "split", "name", "timestep", name=op.f("pk_run_values")
         ),
     )
-    # The last epoch's per-timestep losses and metrics, and the best epoch's val metrics.
+    # The ended runs' last-epoch per-timestep losses and metrics, and best-epoch val metrics.
     op.execute(
         f"INSERT INTO run_values ({_COLUMNS}) "
         "SELECT l.run_id, 'last', l.split, 'loss', l.timestep, l.attempt, l.epoch, l.value "
         "FROM runs r JOIN losses l ON l.run_id = r.run_id AND l.attempt = r.attempt "
-        "AND l.epoch = r.epochs_done WHERE l.timestep IS NOT NULL"
+        f"AND l.epoch = r.epochs_done WHERE l.timestep IS NOT NULL AND {_ENDED}"
     )
     for at, epoch, only in (("last", "epochs_done", ""), ("best", "best_epoch", "val")):
         op.execute(
             f"INSERT INTO run_values ({_COLUMNS}) "
             f"SELECT m.run_id, '{at}', m.split, m.name, COALESCE(m.timestep, 0), m.attempt, "
             "m.epoch, m.value FROM runs r JOIN metrics m ON m.run_id = r.run_id "
-            f"AND m.attempt = r.attempt AND m.epoch = r.{epoch}"
-            + (f" WHERE m.split = '{only}'" if only else "")
+            f"AND m.attempt = r.attempt AND m.epoch = r.{epoch} WHERE {_ENDED}"
+            + (f" AND m.split = '{only}'" if only else "")
         )
     op.create_index(
         "ix_run_values_sort", "run_values", ["at", "split", "name", "timestep", "value"]

@@ -1,19 +1,20 @@
-"""run_values: one row per run and value that sorts read, kept current as the run trains,
-rebuilt on a resume, and filled from the recorded epochs by revision 0008."""
+"""run_values: one row per ended run and value that sorts read, written as the run ends and
+filled from the recorded epochs by revision 0008; sorts merge it with the runs still training."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, insert, select
-from support import Split, claim, new_run
+from support import Split, claim, new_run, run_columns
 
-from service.checkpoints import adopt_checkpoint, load_checkpoint
 from service.db import downgrade, make_engine, session_scope, upgrade
-from service.lifecycle import reap_expired_leases, record_epoch
+from service.filters import RunFilter
+from service.lifecycle import cancel_run, finish_run, reap_expired_leases, record_epoch
 from service.records import utcnow
-from service.schema import Loss, Metric, RunValue
-from service.store import list_runs
+from service.schema import Loss, Metric, RunStatus, RunValue
+from service.store import iter_runs, list_runs
 
 
 def _splits(val: float, exact: float) -> dict[str, Split]:
@@ -41,14 +42,25 @@ def _ids(engine, sort: str) -> list[int]:  # noqa: ANN001
     return [r.id for r in list_runs(engine, sort=sort, descending=False)]
 
 
-def test_each_epoch_replaces_the_last_values_and_a_better_one_the_best(engine) -> None:  # noqa: ANN001
+def _trained(engine, curve: list[tuple[float, float]], end: RunStatus | None) -> int:  # noqa: ANN001
+    """A run that recorded the epochs of `curve` ((val L, exact match) each), ended `end`."""
     run = new_run(engine).id
     attempt = claim(engine, run)
-    for epoch, (val, exact) in enumerate([(0.8, 0.1), (0.4, 0.5), (0.6, 0.3)], start=1):
+    for epoch, (val, exact) in enumerate(curve, start=1):
         record_epoch(engine, run, attempt, epoch, _splits(val, exact))
+    if end is not None:
+        finish_run(engine, run, attempt, end)
+    return run
+
+
+def test_a_run_gets_its_values_when_it_ends_not_while_it_trains(engine) -> None:  # noqa: ANN001
+    run = _trained(engine, [(0.8, 0.1), (0.4, 0.5), (0.6, 0.3)], None)
+    assert _values(engine, run) == {}
+    finish_run(engine, run, run_columns(engine, run, "attempt")[0], RunStatus.SUCCEEDED)
     values = _values(engine, run)
     # Per split: L_1, L_2, two whole-split metrics, token accuracy at 2 steps; best: val only.
     assert len(values) == 2 * 6 + 4
+    attempt = run_columns(engine, run, "attempt")[0]
     assert values[("last", "val", "loss", 2)] == (attempt, 3, 0.3)
     assert values[("last", "train", "exact_match", 0)] == (attempt, 3, 0.3)
     assert values[("best", "val", "exact_match", 0)] == (attempt, 2, 0.5)
@@ -56,46 +68,48 @@ def test_each_epoch_replaces_the_last_values_and_a_better_one_the_best(engine) -
     assert not any(at == "best" and split == "train" for at, split, *_ in values)
 
 
-def test_sorts_read_the_last_and_best_values(engine) -> None:  # noqa: ANN001
-    runs = []
-    for curve in ([(0.9, 0.2), (0.2, 0.9)], [(0.5, 0.4)], [(0.1, 0.8), (0.7, 0.3)]):
-        run = new_run(engine).id
-        attempt = claim(engine, run)
-        for epoch, (val, exact) in enumerate(curve, start=1):
-            record_epoch(engine, run, attempt, epoch, _splits(val, exact))
-        runs.append(run)
-    queued = new_run(engine).id
-    a, b, c = runs
-    assert _ids(engine, "val_loss_t[2]") == [a, b, c, queued]  # 0.1, 0.25, 0.35
-    assert _ids(engine, "val_exact_match") == [c, b, a, queued]  # 0.3, 0.4, 0.9
-    assert _ids(engine, "best_val_exact_match") == [b, c, a, queued]  # 0.4, 0.8, 0.9
-    assert _ids(engine, "train_token_accuracy_t[1]") == [c, b, a, queued]  # 0.65, 0.75, 0.9
-
-
-def test_a_resume_rebuilds_the_values_from_the_checkpoints_epoch(engine) -> None:  # noqa: ANN001
-    run = new_run(engine).id
-    first = claim(engine, run, lease=1)
-    record_epoch(engine, run, first, 1, _splits(0.6, 0.2), b"state 1")
-    record_epoch(engine, run, first, 2, _splits(0.4, 0.6), b"state 2")
+def test_a_cancel_and_a_give_up_settle_the_values_too(engine) -> None:  # noqa: ANN001
+    cancelled = _trained(engine, [(0.5, 0.5)], None)
+    cancel_run(engine, cancelled)
+    assert _values(engine, cancelled)[("last", "val", "loss", 1)][2] == 0.25
+    spent = new_run(engine, max_attempts=1).id
+    record_epoch(engine, spent, claim(engine, spent, lease=1), 1, _splits(0.7, 0.2))
     reap_expired_leases(engine, now=utcnow() + timedelta(seconds=5))
-    second = claim(engine, run)
-    assert adopt_checkpoint(engine, run, second, load_checkpoint(engine, run))
-    values = _values(engine, run)
-    assert values[("last", "val", "loss", 1)] == (second, 2, 0.2)
-    assert values[("best", "val", "exact_match", 0)] == (second, 2, 0.6)
-    other = new_run(engine).id
-    record_epoch(engine, other, claim(engine, other), 1, _splits(0.5, 0.5))
-    assert _ids(engine, "val_loss_t[1]") == [run, other]
-    assert _ids(engine, "best_val_exact_match") == [other, run]
+    assert run_columns(engine, spent, "status") == ("failed",)
+    assert _values(engine, spent)[("best", "val", "exact_match", 0)][2] == 0.2
 
 
-def test_revision_0008_fills_the_values_of_runs_recorded_before_it(database_url: str) -> None:
-    engine = make_engine(database_url)
-    upgrade(engine, "0007")
+@pytest.mark.parametrize("descending", [False, True])
+def test_sorts_merge_ended_runs_with_runs_still_training(engine, descending: bool) -> None:  # noqa: ANN001
+    a = _trained(engine, [(0.9, 0.2), (0.2, 0.9)], RunStatus.SUCCEEDED)
+    b = _trained(engine, [(0.5, 0.4)], None)  # still training
+    c = _trained(engine, [(0.1, 0.8), (0.7, 0.3)], RunStatus.DIVERGED)
+    d = _trained(engine, [(0.3, 0.6)], None)
+    queued = new_run(engine).id
+
+    def ids(sort: str, limit: int | None = None) -> list[int]:
+        found = list_runs(engine, sort=sort, descending=descending, limit=limit)
+        return [r.id for r in found]
+
+    def order(*runs: int) -> list[int]:
+        return [*(reversed(runs) if descending else runs), queued]
+
+    assert ids("val_loss_t[2]") == order(a, d, b, c)  # 0.1, 0.15, 0.25, 0.35
+    assert ids("val_exact_match") == order(c, b, d, a)  # 0.3, 0.4, 0.6, 0.9
+    assert ids("best_val_exact_match") == order(b, d, c, a)  # 0.4, 0.6, 0.8, 0.9
+    assert ids("train_token_accuracy_t[1]") == order(c, b, d, a)  # 0.65, 0.75, 0.85, 0.9
+    assert ids("val_loss_t[2]", limit=2) == order(a, d, b, c)[:2]
+    exported = [r.id for r in iter_runs(engine, RunFilter(), "val_loss_t[1]", descending)]
+    assert exported == order(a, d, b, c)
+
+
+def _recorded_before_0008(engine, status: str, scale: float) -> tuple[int, int]:  # noqa: ANN001
+    """A run with epochs 1 (val L 0.4 x scale) and 2 (0.8 x scale), the best epoch 1, in
+    `status`, as revision 0007's writer left it: (run id, attempt)."""
     run = new_run(engine).id
     attempt = claim(engine, run)
-    with session_scope(engine) as session:  # epochs 1 and 2 as revision 0007's writer left them
-        for epoch, val in ((1, 0.4), (2, 0.8)):
+    with session_scope(engine) as session:
+        for epoch, val in ((1, 0.4 * scale), (2, 0.8 * scale)):
             key = {"run_id": run, "attempt": attempt, "epoch": epoch, "split": "val"}
             session.execute(
                 insert(Loss),
@@ -111,12 +125,20 @@ def test_revision_0008_fills_the_values_of_runs_recorded_before_it(database_url:
             )
     with engine.begin() as connection:
         connection.exec_driver_sql(
-            f"UPDATE runs SET epochs_done = 2, best_epoch = 1, timesteps = 2 WHERE run_id = {run}"
+            f"UPDATE runs SET epochs_done = 2, best_epoch = 1, timesteps = 2, status = '{status}' "
+            f"WHERE run_id = {run}"
         )
+    return run, attempt
+
+
+def test_revision_0008_fills_the_values_of_runs_that_ended_before_it(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine, "0007")
+    ended, attempt = _recorded_before_0008(engine, "succeeded", 1.0)
+    training, _ = _recorded_before_0008(engine, "running", 0.5)
 
     upgrade(engine)
-    values = _values(engine, run)
-    assert values == {
+    assert _values(engine, ended) == {
         ("last", "val", "loss", 1): (attempt, 2, 0.4),
         ("last", "val", "loss", 2): (attempt, 2, 0.4),
         ("last", "val", "exact_match", 0): (attempt, 2, 1 - 0.8),
@@ -124,7 +146,8 @@ def test_revision_0008_fills_the_values_of_runs_recorded_before_it(database_url:
         ("best", "val", "exact_match", 0): (attempt, 1, 1 - 0.4),
         ("best", "val", "token_accuracy", 2): (attempt, 1, 1 - 0.4),
     }
-    assert _ids(engine, "val_loss_t[2]") == [run]
+    assert _values(engine, training) == {}
+    assert _ids(engine, "val_loss_t[2]") == [training, ended]
     downgrade(engine, "0007")
     with session_scope(engine) as session:
-        assert session.scalar(select(func.count()).select_from(Loss)) == 6
+        assert session.scalar(select(func.count()).select_from(Loss)) == 12
