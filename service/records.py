@@ -20,6 +20,15 @@ def as_utc(moment: datetime | None) -> datetime | None:
 
 
 @dataclass(frozen=True)
+class Dispatch:
+    """A run to (re)publish to the broker."""
+
+    run_id: int
+    queue: str
+    priority: int
+
+
+@dataclass(frozen=True)
 class RunRecord:
     id: int
     experiment: str

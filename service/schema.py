@@ -78,9 +78,7 @@ class Study(Base):
     __tablename__ = "studies"
 
     study_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    experiment_id: Mapped[int] = mapped_column(
-        ForeignKey("experiments.experiment_id"), unique=True
-    )
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.experiment_id"), unique=True)
     search: Mapped[str] = mapped_column(String(16))
     objective: Mapped[str] = mapped_column(String(64))
     direction: Mapped[str] = mapped_column(String(8))  # minimize or maximize
