@@ -8,7 +8,6 @@ a point is proposed: the CLI parses a sweep without it.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,14 +105,6 @@ class Space:
     def grid_size(self) -> int:
         return math.prod(len(values) for values in self.choices.values())
 
-    def grid_id(self, params: Mapping[str, Any]) -> int:
-        """The index of `params` among the grid's points, in the order Optuna's GridSampler
-        numbers them (the product of the values, parameter names sorted)."""
-        names = sorted(self.choices)
-        points = itertools.product(*(self.choices[name] for name in names))
-        wanted = tuple(params[name] for name in names)
-        return next(k for k, point in enumerate(points) if point == wanted)
-
 
 def check_ranges(ranges: list[Range], integer_fields: frozenset[str]) -> frozenset[str]:
     """The names of `ranges` over whole-number fields; InputError for a fractional bound."""
@@ -140,9 +131,17 @@ def sampler_seed(study_seed: int, trial_number: int) -> int:
     return (study_seed * 1_000_003 + trial_number) % 2**32
 
 
-def make_sampler(search: str, seed: int, space: Space) -> Any:
-    """A fresh Optuna sampler of kind `search`, seeded."""
+def make_sampler(search: str, study_seed: int, trial_number: int, space: Space) -> Any:
+    """A fresh Optuna sampler of kind `search` for proposing trial `trial_number`.
+
+    The grid sampler shuffles its points by its seed and gives trial k the k-th: it keeps the
+    study's seed, so that every rebuild numbers the points alike.
+    """
     import optuna
+
+    if search == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=study_seed)
+    seed = sampler_seed(study_seed, trial_number)
 
     if search == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
@@ -152,6 +151,4 @@ def make_sampler(search: str, seed: int, space: Space) -> Any:
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if search == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if search == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
     raise ValueError(f"unknown search {search!r}")

@@ -1,12 +1,13 @@
 """The study top-up: add trials until `parallel` are in flight, never past `trials` in all.
 
 It runs inside the transaction that ends a trial (service/lifecycle.py `_end`), inside each
-reaper pass, and inside the one that creates the study, under the study's row lock (SELECT ...
-FOR UPDATE on PostgreSQL; on SQLite every writer holds the database, BEGIN IMMEDIATE). So two
-processes never count the same free slot, and the trials a top-up adds commit together with the
-state change that freed their slot, or not at all. Each new trial's point comes from a sampler
-rebuilt from the study's runs: finished trials in the order they finished, then those in flight,
-seeded by (study seed, trial number). The study lives in expq's tables and nowhere else.
+reaper pass, and inside the one that creates the study, under the study's row lock (SELECT
+... FOR NO KEY UPDATE on PostgreSQL; on SQLite every writer holds the whole database, BEGIN
+IMMEDIATE). So two processes never count the same free slot, and the trials a top-up adds
+commit together with the state change that freed their slot, or not at all. Each new trial's
+point comes from a sampler rebuilt from the study's runs: finished trials in the order they
+finished, then those in flight, seeded by (study seed, trial number). The study lives in
+expq's tables and nowhere else.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 from service.records import Dispatch, utcnow
 from service.run_insert import add_runs, new_run_values
 from service.schema import Loss, Run, RunStatus, Study, StudyState
-from service.search_space import Space, make_sampler, point_value, sampler_seed
+from service.search_space import Space, make_sampler, point_value
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ _IN_FLIGHT = (RunStatus.QUEUED, RunStatus.RUNNING)
 class Told:
     """A trial as the sampler hears of it."""
 
+    number: int  # the trial number
     params: dict[str, Any]
     state: str  # COMPLETE, PRUNED, FAIL or RUNNING (optuna.trial.TrialState names)
     value: float | None = None
@@ -57,18 +59,21 @@ def _history(session: Session, study: Study, space: Space) -> list[Told]:
 
     objective = lookup_field(study.objective)
     rows = session.execute(
-        select(Run.run_id, Run.status, Run.spec, value_of(objective).label("value"))
+        select(
+            Run.run_id, Run.trial_number, Run.status, Run.spec, value_of(objective).label("value")
+        )
         .where(Run.study_id == study.study_id)
         .order_by(Run.finished_at.is_(None), Run.finished_at, Run.trial_number)
     ).all()
     curves = _pruned_curves(session, study.study_id)
     sign = -1.0 if study.direction == "maximize" else 1.0
     told = []
-    for run_id, status, spec, value in rows:
+    for run_id, number, status, spec, value in rows:
         state = told_state(status, value)
         curve = {epoch: sign * loss for epoch, loss in curves.get(run_id, {}).items()}
         told.append(
             Told(
+                number,
                 {name: spec[name] for name in space.names},
                 state,
                 value if state == "COMPLETE" else None,
@@ -107,12 +112,12 @@ def propose(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     distributions = space.distributions()
-    sampler = make_sampler(search, sampler_seed(seed, number), space)
+    sampler = make_sampler(search, seed, number, space)
     study = optuna.create_study(storage=InMemoryStorage(), sampler=sampler, direction=direction)
     for trial in history:
         system_attrs = {}
-        if search == "grid":
-            system_attrs = {"grid_id": space.grid_id(trial.params), "search_space": space.grid()}
+        if search == "grid":  # trial k was given the grid's k-th point
+            system_attrs = {"grid_id": trial.number, "search_space": space.grid()}
         study.add_trial(
             create_trial(
                 state=TrialState[trial.state],
@@ -166,10 +171,13 @@ def top_up(session: Session, study_id: int, *, skip_locked: bool = False) -> lis
     all) and mark it done once every trial ended; the new queued runs, to publish after the
     commit. Locks the study's row; with `skip_locked`, a study another transaction holds is
     left alone (that transaction tops it up)."""
+    # FOR NO KEY UPDATE on PostgreSQL, not FOR UPDATE: the ending transaction may already hold
+    # FOR KEY SHARE on this row (the foreign-key check of its second UPDATE of the run), and so
+    # may a concurrent one; FOR UPDATE conflicts with that share lock and deadlocked the two.
     study = session.scalars(
         select(Study)
         .where(Study.study_id == study_id)
-        .with_for_update(skip_locked=skip_locked)
+        .with_for_update(skip_locked=skip_locked, key_share=True)
         .execution_options(populate_existing=True)
     ).first()
     if study is None:
@@ -187,7 +195,7 @@ def top_up(session: Session, study_id: int, *, skip_locked: bool = False) -> lis
             connection = session.connection()
             (run_id,) = add_runs(connection, study.experiment_id, [(values, params, tags)])
             queued = values["status"] == RunStatus.QUEUED
-            history.append(Told(dict(point), "RUNNING" if queued else "FAIL"))
+            history.append(Told(created, dict(point), "RUNNING" if queued else "FAIL"))
             created += 1
             if queued:
                 in_flight += 1
