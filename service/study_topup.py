@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.records import Dispatch, utcnow
@@ -208,10 +208,25 @@ def top_up(session: Session, study_id: int, *, skip_locked: bool = False) -> lis
 
 
 def top_up_active(session: Session) -> list[Dispatch]:
-    """top_up every active study another transaction does not hold: the reaper's pass, for a
-    study whose trials ended with nobody left to add the next ones (a crash, an old worker)."""
-    active = select(Study.study_id).where(Study.state == StudyState.ACTIVE)
+    """top_up every active study short of trials (or all ended and not yet marked done) that
+    another transaction does not hold: the reaper's pass, for a study whose trials ended with
+    nobody left to add the next ones (a crash, an older expq). Studies that need nothing are
+    found without a lock, so a pass over a healthy fleet locks no study."""
+    created = func.count(Run.run_id)
+    in_flight = func.count(Run.run_id).filter(Run.status.in_(_IN_FLIGHT))
+    short = select(Study.study_id).outerjoin(Run, Run.study_id == Study.study_id)
+    short = (
+        short.where(Study.state == StudyState.ACTIVE)
+        .group_by(Study.study_id, Study.parallel, Study.trials)
+        .having(
+            or_(
+                and_(in_flight < Study.parallel, created < Study.trials),
+                and_(created >= Study.trials, in_flight == 0),
+            )
+        )
+        .order_by(Study.study_id)
+    )
     added: list[Dispatch] = []
-    for study_id in session.scalars(active.order_by(Study.study_id)).all():
+    for study_id in session.scalars(short).all():
         added += top_up(session, study_id, skip_locked=True)
     return added
