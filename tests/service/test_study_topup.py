@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 from study_support import finish_trial, study_plan, study_state, trials
-from support import claim
+from support import Split, claim
 
 from service.db import get_engine, session_scope
-from service.lifecycle import cancel_run, reap_expired_leases
+from service.lifecycle import cancel_run, finish_run, reap_expired_leases
 from service.records import utcnow
 from service.schema import Run, RunStatus
-from service.search_space import Space
-from service.study import create_study, stop_study
+from service.search_space import Objective, Space
+from service.study import create_study, stop_study, study_status
 from service.study_topup import told_state
 
 
@@ -108,8 +108,6 @@ def test_stop_cancels_queued_trials_adds_none_and_lets_running_ones_finish(
     cancelled = stop_study(engine, "st")
     assert sorted(cancelled) == sorted(t.run_id for t in trials(engine)[1:])
     assert study_state(engine) == "stopped"
-    from service.lifecycle import finish_run
-
     finish_run(engine, running.run_id, attempt, RunStatus.SUCCEEDED)
     assert len(trials(engine)) == 3 and not _in_flight(engine) and published == []
     assert trials(engine)[0].status == "succeeded"
@@ -196,3 +194,24 @@ def test_a_run_status_reads_to_the_sampler_as_a_trial_state() -> None:
     assert told_state("pruned", None) == "PRUNED"
     assert [told_state(s, None) for s in ("failed", "diverged", "cancelled")] == ["FAIL"] * 3
     assert told_state("queued", None) == told_state("running", None) == "RUNNING"
+
+
+def test_a_metric_objective_is_read_per_trial_and_the_best_is_the_highest(
+    engine,  # noqa: ANN001
+    published,  # noqa: ANN001
+) -> None:
+    objective = Objective("best_val_accuracy", "maximize")
+    create_study(engine, study_plan(trials=3, parallel=1, objective=objective))
+    for accuracy in (0.6, 0.9, 0.7):
+        (trial,) = _in_flight(engine)
+        attempt = claim(engine, trial.run_id)
+        val = Split(0.5, metric=accuracy, metrics={"accuracy": accuracy})
+        finish_run(
+            engine,
+            trial.run_id,
+            attempt,
+            "succeeded",
+            last_epoch=(1, {"train": val, "val": val}, None),
+        )
+    best = study_status(engine, "st")["best"]
+    assert (best["trial"], best["value"]) == (1, 0.9)
