@@ -53,8 +53,9 @@ def told_state(status: str, value: float | None) -> str:
     return "FAIL"
 
 
-def _history(session: Session, study: Study, space: Space) -> list[Told]:
-    """Every trial of the study: the ended ones in the order they ended, then those in flight."""
+def trial_history(session: Session, study: Study, space: Space) -> list[Told]:
+    """What the sampler is told: every trial of the study, the ended ones in the order they
+    ended, then those in flight."""
     from service.filters import lookup_field, value_of
 
     objective = lookup_field(study.objective)
@@ -186,7 +187,7 @@ def top_up(session: Session, study_id: int, *, skip_locked: bool = False) -> lis
     added: list[Dispatch] = []
     if study.state == StudyState.ACTIVE and in_flight < study.parallel and created < study.trials:
         space = Space.from_json(study.space)
-        history = _history(session, study, space)
+        history = trial_history(session, study, space)
         while in_flight < study.parallel and created < study.trials:
             point = propose(
                 study.search, study.seed, study.direction, space, history, number=created

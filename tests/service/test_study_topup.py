@@ -8,17 +8,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from study_support import finish_trial, study_plan, study_state, trials
 from support import Split, claim
 
 from service.db import get_engine, session_scope
-from service.lifecycle import cancel_run, finish_run, reap_expired_leases
+from service.lifecycle import cancel_run, finish_run, reap_expired_leases, record_epoch
 from service.records import utcnow
-from service.schema import Run, RunStatus
+from service.schema import Run, RunStatus, Study
 from service.search_space import Objective, Space
 from service.study import create_study, stop_study, study_status
-from service.study_topup import told_state
+from service.study_topup import told_state, trial_history
 
 
 @pytest.fixture
@@ -215,3 +215,24 @@ def test_a_metric_objective_is_read_per_trial_and_the_best_is_the_highest(
         )
     best = study_status(engine, "st")["best"]
     assert (best["trial"], best["value"]) == (1, 0.9)
+
+
+def test_a_pruned_trial_is_told_as_pruned_with_its_recorded_curve(engine, published) -> None:  # noqa: ANN001
+    maximised = Objective("best_val_loss", "maximize")
+    create_study(engine, study_plan(trials=3, parallel=1, objective=maximised))
+    (trial,) = _in_flight(engine)
+    attempt = claim(engine, trial.run_id)
+    record_epoch(engine, trial.run_id, attempt, 1, {"train": Split(0.9), "val": Split(0.8)})
+    finish_run(
+        engine,
+        trial.run_id,
+        attempt,
+        "pruned",
+        last_epoch=(2, {"train": Split(0.7), "val": Split(0.6)}, None),
+    )
+    with session_scope(engine) as session:
+        study = session.scalars(select(Study)).one()
+        told = trial_history(session, study, Space.from_json(study.space))
+    assert [(t.number, t.state) for t in told] == [(0, "PRUNED"), (1, "RUNNING")]
+    assert told[0].curve == {1: -0.8, 2: -0.6}  # negated: the study maximises
+    assert told[0].params == {"hidden": trial.spec["hidden"], "lr": trial.spec["lr"]}
