@@ -39,3 +39,31 @@ def test_a_tpe_study_is_waited_for_and_summarised(
         "value": best["best_metric"],
         "params": {"hidden": best["params"]["hidden"], "lr": best["params"]["lr"]},
     }
+
+
+def test_asha_prunes_trials_of_a_study_at_its_rungs_on_a_real_worker(
+    tmp_path: Path,
+    embedded_broker_url: str,
+    sqlite_url: str,
+    worker_factory,  # noqa: ANN001
+) -> None:
+    env = expq_env(tmp_path, sqlite_url, embedded_broker_url)
+    worker_factory(env)
+    result = run_cli(
+        env,
+        *("sweep", "--task", "binary", "--model", "mlp", "--epochs", "9", "--samples", "200"),
+        *("--range", "lr=0.001:1:log", "--search", "random", "--trials", "6"),
+        *("--prune", "asha", "--prune-min-epochs", "1", "--prune-reduction", "3"),
+        *("--experiment", "asha", "--wait", "--json"),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["pruner"] == "asha" and status["counts"]["pruned"] >= 1
+    assert status["counts"]["succeeded"] + status["counts"]["pruned"] == 6
+    listed = run_cli(env, "runs", "list", "--experiment", "asha", "--format", "json")
+    for run in json.loads(listed.stdout):
+        if run["status"] == "pruned":  # stopped at a rung: epoch 1 or 3 (9 is the last)
+            assert "ASHA rung" in run["error"] and run["epochs_done"] in (1, 3)
+        else:
+            assert run["status"] == "succeeded" and run["epochs_done"] == 9
