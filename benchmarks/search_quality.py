@@ -152,7 +152,10 @@ def _ci(values: list[float], rounds: int = 2000) -> tuple[float, float]:
 def report(outcomes: list[Outcome], args: argparse.Namespace, seconds: float) -> str:
     from benchmarks.learning_quality import machine
 
-    command = f"python -m benchmarks.search_quality --seeds {args.seeds} --budget {args.budget}"
+    command = (
+        f"OMP_NUM_THREADS=1 python -m benchmarks.search_quality --seeds {args.seeds} "
+        f"--budget {args.budget} --jobs {args.jobs}"
+    )
     lines = [
         "# Search quality: random, random x2, TPE and GP, with and without ASHA",
         "",

@@ -151,13 +151,10 @@ def _new_trial(study: Study, number: int, point: Mapping[str, Any]) -> tuple[dic
     raw = {**study.base_spec, **point}
     values = {"study_id": study.study_id, "trial_number": number}
     try:
-        spec = spec_from_dict(dict(raw))
+        spec = spec_from_dict(raw)
     except SpecError as exc:
         row = new_run_values(
-            {"task": raw.get("task"), "model": raw.get("model"), **raw},
-            queue=study.queue,
-            priority=study.priority,
-            max_attempts=study.max_attempts,
+            raw, queue=study.queue, priority=study.priority, max_attempts=study.max_attempts
         )
         failed = {"status": RunStatus.FAILED, "error": f"invalid spec: {exc}"}
         return {**row, **values, **failed, "finished_at": row["created_at"]}, {}, study.tags
