@@ -20,7 +20,7 @@ CELLS = ("rnn", "lstm", "gru")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 LOSSES = ("mse", "cross_entropy")
 DEVICES = ("auto", "cpu", "cuda")
-PRUNERS = ("median",)
+PRUNERS = ("median", "asha")
 
 # The hyperparameters a run records, keyed by the submit and sweep option names; a run
 # records those that apply to it (see `applied_params`).
@@ -81,7 +81,7 @@ class TrainSpec:
     grad_clip: float = 1.0  # max gradient L2 norm; 0 disables clipping
     patience: int | None = None  # early stopping on val loss, in epochs
     time_limit: float | None = None  # seconds of training before the run fails
-    prune: str | None = None  # "median": stop a run worse than its experiment's median
+    prune: str | None = None  # "median" or "asha": stop a run worse than its peers
     prune_warmup: int = 1  # epochs before pruning may stop a run
     data: str | None = None  # sha256 of the user's training JSONL
     val_data: str | None = None  # sha256 of the user's validation JSONL

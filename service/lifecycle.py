@@ -25,9 +25,11 @@ from service.checkpoints import BestCheckpoint, store_checkpoint
 from service.db import session_scope
 from service.loss_rows import SplitLosses, finite_or_none, insert_losses
 from service.metric_rows import finite_metrics, insert_metrics
-from service.records import utcnow
+from service.publishing import publish_trials
+from service.records import Dispatch, utcnow
 from service.run_values import settle_run_values
 from service.schema import Run, RunStatus
+from service.study_topup import top_up, top_up_active
 
 RENEWAL_LOCK_TIMEOUT_MS = 1000
 LEASE_EXPIRED = "its worker stopped renewing the lease (killed, frozen or cut off)"
@@ -52,15 +54,6 @@ _ATTEMPT_RESET = {
 
 class LeaseLost(RuntimeError):
     """The run is no longer held by this attempt: it was cancelled, reclaimed or finished."""
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """A run to (re)publish to the broker."""
-
-    run_id: int
-    queue: str
-    priority: int
 
 
 def _clock(bind: Session | Connection, now: datetime | None = None) -> Any:
@@ -221,6 +214,36 @@ def record_epoch(
         _record_epoch(session, run_id, attempt, epoch, splits, checkpoint)
 
 
+def _end(
+    session: Session, guard: Any, *, status: RunStatus, **values: Any
+) -> list[Dispatch] | None:
+    """The one transition into a terminal status, in the caller's transaction: the guarded
+    UPDATE of the run, its sort values kept (run_values), then its study topped up under the
+    study's lock (the trials added, to publish after the commit). None when the guard did not
+    hold: nothing was written.
+
+    Every way a run ends goes through here (its worker finishing or pruning it, a cancel,
+    the reaper giving up), so a study never misses the end of one of its trials. Lock order:
+    the run's row, then its study's.
+    """
+    ended = session.execute(
+        _update()
+        .where(guard)
+        .values(
+            status=status,
+            finished_at=utcnow(),
+            lease_owner=None,
+            lease_expires_at=None,
+            **values,
+        )
+        .returning(Run.run_id, Run.study_id)
+    ).first()
+    if ended is None:
+        return None
+    settle_run_values(session, [ended.run_id])
+    return [] if ended.study_id is None else top_up(session, ended.study_id)
+
+
 def finish_run(
     engine: Engine,
     run_id: int,
@@ -239,21 +262,16 @@ def finish_run(
     with session_scope(engine) as session:
         if last_epoch is not None:
             _record_epoch(session, run_id, attempt, *last_epoch)
-        result = session.execute(
-            _update()
-            .where(_held(run_id, attempt))
-            .values(
-                status=status,
-                error=error,
-                traceback=traceback,
-                finished_at=utcnow(),
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+        added = _end(
+            session,
+            _held(run_id, attempt),
+            status=status,
+            error=error,
+            traceback=traceback,
         )
-        if result.rowcount != 1:
+        if added is None:
             raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
-        settle_run_values(session, [run_id])
+    publish_trials(added)
 
 
 def finished_as(engine: Engine, run_id: int, attempt: int) -> str | None:
@@ -293,20 +311,16 @@ def cancel_run(engine: Engine, run_id: int) -> str | None:
         # The row lock orders this against a concurrent claim, so the status returned is the
         # one that was cancelled.
         status = session.scalar(select(Run.status).where(Run.run_id == run_id).with_for_update())
+        added = None
         if status in _ACTIVE:
-            session.execute(
-                _update()
-                .where(Run.run_id == run_id, Run.status == status)
-                .values(
-                    status=RunStatus.CANCELLED,
-                    finished_at=utcnow(),
-                    error="cancelled by user",
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
+            added = _end(
+                session,
+                and_(Run.run_id == run_id, Run.status == status),
+                status=RunStatus.CANCELLED,
+                error="cancelled by user",
             )
-            settle_run_values(session, [run_id])
-        return status
+    publish_trials(added or [])
+    return status
 
 
 def is_cancelled(engine: Engine, run_id: int) -> bool:
@@ -316,9 +330,9 @@ def is_cancelled(engine: Engine, run_id: int) -> bool:
 
 def reap_expired_leases(engine: Engine, now: datetime | None = None) -> list[Dispatch]:
     """Runs whose lease expired go back to `queued` (to be published again) or, when their
-    attempts are spent, end `failed` with the reason."""
+    attempts are spent, end `failed` with the reason; then every active study is topped up.
+    The runs to publish: those queued again and the new trials."""
     requeue: list[Dispatch] = []
-    failed: list[int] = []
     with session_scope(engine) as session:
         clock = _clock(session, now)
         # A row another transaction holds (a worker frozen inside its epoch's write) is left
@@ -331,30 +345,25 @@ def reap_expired_leases(engine: Engine, now: datetime | None = None) -> list[Dis
         ).all()
         for run_id, attempt, max_attempts, queue, priority, note in expired:
             reason = note or LEASE_EXPIRED
-            values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
-            spent = attempt >= max_attempts
-            if spent:
-                values |= {
-                    "status": RunStatus.FAILED,
-                    "finished_at": utcnow(),
-                    "error": f"gave up after {attempt} attempts; the last: {reason}",
-                }
-            else:
-                values |= {
-                    "status": RunStatus.QUEUED,
-                    "queued_at": clock,
-                    "error": f"attempt {attempt} lost: {reason}; queued again",
-                }
+            guard = and_(_held(run_id, attempt), Run.lease_expires_at < clock)
+            if attempt >= max_attempts:
+                error = f"gave up after {attempt} attempts; the last: {reason}"
+                requeue += _end(session, guard, status=RunStatus.FAILED, error=error) or []
+                continue
             result = session.execute(
                 _update()
-                .where(_held(run_id, attempt), Run.lease_expires_at < clock)
-                .values(**values)
+                .where(guard)
+                .values(
+                    status=RunStatus.QUEUED,
+                    queued_at=clock,
+                    error=f"attempt {attempt} lost: {reason}; queued again",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
             )
-            if result.rowcount == 1 and not spent:
+            if result.rowcount == 1:
                 requeue.append(Dispatch(run_id, queue, priority))
-            elif result.rowcount == 1:
-                failed.append(run_id)
-        settle_run_values(session, failed)
+        requeue += top_up_active(session)
     return requeue
 
 

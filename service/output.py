@@ -97,6 +97,7 @@ RUN_COLUMNS = (
     "task",
     "model",
     "status",
+    "trial",
     "epochs",
     "val L",
     "best L",
@@ -113,6 +114,7 @@ def _run_row(run: RunRecord) -> list[Any]:
         run.task,
         run.model,
         run.status,
+        "-" if run.trial is None else run.trial,
         f"{run.epochs_done}/{run.params.get('epochs')}",
         fmt_number(run.final_val_loss),
         fmt_number(run.best_val_loss),
@@ -124,6 +126,7 @@ def _run_row(run: RunRecord) -> list[Any]:
 CSV_FIELDS = (
     "id",
     "experiment",
+    "trial",
     "task",
     "model",
     "status",

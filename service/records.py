@@ -20,6 +20,15 @@ def as_utc(moment: datetime | None) -> datetime | None:
 
 
 @dataclass(frozen=True)
+class Dispatch:
+    """A run to (re)publish to the broker."""
+
+    run_id: int
+    queue: str
+    priority: int
+
+
+@dataclass(frozen=True)
 class RunRecord:
     id: int
     experiment: str
@@ -53,6 +62,7 @@ class RunRecord:
     best_metric: float | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
     final_metrics: dict[str, float] = field(default_factory=dict)
+    trial: int | None = None  # its trial number (0-based) when an adaptive search added it
 
     def to_json(self) -> dict[str, Any]:
         """The run as DESIGN.md's JSON contract: timestamps in ISO 8601, UTC."""

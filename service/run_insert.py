@@ -171,31 +171,41 @@ def insert_runs(
     if not runs:
         return []
     with engine.begin() as connection:
-        experiment_id = _experiment_id(connection, experiment)
-        run_ids = list(
-            connection.execute(
-                insert(Run).returning(Run.run_id, sort_by_parameter_order=True),
-                [{**values, "experiment_id": experiment_id} for values, _, _ in runs],
-            ).scalars()
-        )
-        params = [
-            {**row, "run_id": run_id}
-            for run_id, (_, run_params, _) in zip(run_ids, runs, strict=True)
-            for row in _param_rows(run_params)
-        ]
-        tags = [
-            {"run_id": run_id, "key": key, "value": value}
-            for run_id, (_, _, run_tags) in zip(run_ids, runs, strict=True)
-            for key, value in run_tags.items()
-        ]
-        if params:
-            connection.execute(insert(RunParam), params)
-        if tags:
-            connection.execute(insert(RunTag), tags)
+        return add_runs(connection, experiment_id_for(connection, experiment), runs)
+
+
+def add_runs(
+    connection: Connection,
+    experiment_id: int,
+    runs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, str]]],
+) -> list[int]:
+    """insert_runs inside the caller's transaction; each run's values may add columns of runs
+    beyond RUN_COLUMNS (the same ones for every run of the batch)."""
+    run_ids = list(
+        connection.execute(
+            insert(Run).returning(Run.run_id, sort_by_parameter_order=True),
+            [{**values, "experiment_id": experiment_id} for values, _, _ in runs],
+        ).scalars()
+    )
+    params = [
+        {**row, "run_id": run_id}
+        for run_id, (_, run_params, _) in zip(run_ids, runs, strict=True)
+        for row in _param_rows(run_params)
+    ]
+    tags = [
+        {"run_id": run_id, "key": key, "value": value}
+        for run_id, (_, _, run_tags) in zip(run_ids, runs, strict=True)
+        for key, value in run_tags.items()
+    ]
+    if params:
+        connection.execute(insert(RunParam), params)
+    if tags:
+        connection.execute(insert(RunTag), tags)
     return run_ids
 
 
-def _experiment_id(connection: Connection, name: str) -> int:
+def experiment_id_for(connection: Connection, name: str) -> int:
+    """The id of experiment `name`, created if it is new."""
     lookup = select(Experiment.experiment_id).where(Experiment.name == name)
     found = connection.scalar(lookup)
     if found is None:

@@ -1,4 +1,5 @@
-"""The SQLAlchemy ORM: experiments, runs with their hyperparameters and tags, losses, datasets.
+"""The SQLAlchemy ORM: experiments, studies, runs with their hyperparameters and tags, losses,
+datasets.
 
 The Alembic revisions in migrations/ create exactly this schema; a test compares the two.
 """
@@ -79,6 +80,44 @@ class Experiment(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class StudyState(enum.StrEnum):
+    ACTIVE = "active"  # trials are added as others end, up to `parallel` in flight
+    STOPPED = "stopped"  # by `expq sweep stop`: nothing more is added
+    DONE = "done"  # every one of its `trials` trials ended
+
+
+class Study(Base):
+    """An adaptive search: the sweep's space, its sampler and objective, and how far it got.
+
+    Its trials are runs (runs.study_id, runs.trial_number); the sampler's state is rebuilt from
+    them whenever a trial is added, so no process keeps the study in memory.
+    """
+
+    __tablename__ = "studies"
+
+    study_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.experiment_id"), unique=True)
+    search: Mapped[str] = mapped_column(String(16))
+    objective: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(8))  # minimize or maximize
+    trials: Mapped[int] = mapped_column(Integer)
+    parallel: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    # {"ranges": [{name, low, high, log, integer}], "choices": {name: [values as typed]}}
+    space: Mapped[dict[str, Any]] = mapped_column(JSON)
+    base_spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the options every trial shares
+    queue: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON)
+    pruner: Mapped[str | None] = mapped_column(String(16))
+    prune_min_epochs: Mapped[int | None] = mapped_column(Integer)
+    prune_reduction: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Dataset(Base):
     """A user's JSONL file, stored content-addressed so that every worker reads the same bytes."""
 
@@ -100,6 +139,7 @@ class Run(Base):
         Index("ix_runs_best_val_loss", "best_val_loss", "timesteps"),
         Index("ix_runs_final_metric", "final_metric", "timesteps"),
         Index("ix_runs_best_metric", "best_metric", "timesteps"),
+        UniqueConstraint("study_id", "trial_number"),
     )
 
     run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -138,6 +178,8 @@ class Run(Base):
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.study_id"))
+    trial_number: Mapped[int | None] = mapped_column(Integer)  # 0-based, within its study
 
 
 class RunParam(Base):

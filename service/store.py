@@ -87,6 +87,7 @@ def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
         best_metric=run.best_metric,
         best_metrics=_metric_map(run.best_metrics),
         final_metrics=_metric_map(run.final_metrics),
+        trial=run.trial_number,
     )
 
 

@@ -38,7 +38,7 @@ class Range:
         return round(value) if whole else float(f"{value:.6g}")
 
 
-def _integer_fields() -> frozenset[str]:
+def integer_fields() -> frozenset[str]:
     from models.spec import TrainSpec
 
     return frozenset(f.name for f in fields(TrainSpec) if str(f.type).startswith("int"))
@@ -92,7 +92,7 @@ def random_points(
 ) -> list[dict[str, Any]]:
     """`count` points: each list value drawn uniformly, each range sampled; seeded."""
     rng = random.Random(seed)
-    whole = _integer_fields()
+    whole = integer_fields()
     points = []
     for _ in range(count):
         point: dict[str, Any] = {name: rng.choice(values) for name, values in sorted(lists.items())}
@@ -145,20 +145,22 @@ def expand(
         raise InputError(f"{overlap[0]} is given both as a list and as a --range")
     if "seed" in lists and seeds > 1:
         raise InputError("give either a list of --seed values or --seeds N, not both")
-    base_seed = _base_seed(fixed)
+    first_seed = base_seed(fixed)
     if random_count is None and ranges:
-        raise InputError("--range needs --random N; use a comma-separated list for a grid")
+        raise InputError(
+            "--range needs --random N or --search; use a comma-separated list for a grid"
+        )
     _check_size(lists, random_count, seeds, max_runs)
     if random_count is None:
         points = grid_points(lists)
     else:
-        points = random_points(lists, ranges, random_count, seed=base_seed)
+        points = random_points(lists, ranges, random_count, seed=first_seed)
     merged = [{**fixed, **point} for point in points]
-    runs = replicate(merged, seeds, base_seed) if seeds > 1 else merged
+    runs = replicate(merged, seeds, first_seed) if seeds > 1 else merged
     return runs, len(points)
 
 
-def _base_seed(fixed: dict[str, str]) -> int:
+def base_seed(fixed: dict[str, str]) -> int:
     try:
         seed = float(fixed.get("seed", 0))
     except ValueError:

@@ -214,7 +214,13 @@ class TcpProxy:
         threading.Thread(target=self._accept, args=(server,), daemon=True).start()
 
     def close(self) -> None:
+        import socket
+
         if self._server is not None:
+            try:  # wakes the accept() blocked in the other thread: close() alone does not
+                self._server.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._server.close()
             self._server = None
 

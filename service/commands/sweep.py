@@ -1,4 +1,5 @@
-"""`expq sweep`: a grid or a random search, replicated over seeds, validated as a whole."""
+"""`expq sweep`: a grid or a random search, replicated over seeds, validated as a whole; or, with
+--search, an adaptive study (service/commands/study.py), seen and stopped by its subcommands."""
 
 from __future__ import annotations
 
@@ -19,12 +20,20 @@ from service.commands.submit import parse_tags, queueing_options, raw_spec, spec
 from service.config import load_settings
 from service.errors import BrokerUnavailable, InputError
 from service.output import print_json, print_table
+from service.search_space import SEARCHES
 
 PLAN_ROWS = 50  # a dry run's table stops here: rendering is most of its time beyond
 QUEUE_BATCH = 500  # runs stored in one transaction and published over one producer
 
 
-@click.command()
+class _SweepGroup(click.Group):
+    """`expq sweep [OPTIONS]` queues a sweep; `expq sweep status|stop EXPERIMENT` are commands."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[OPTIONS] | status|stop EXPERIMENT")
+
+
+@click.group(cls=_SweepGroup, invoke_without_command=True)
 @spec_options
 @click.option("--data", type=click.Path(path_type=Path), help="Training data, JSONL.")
 @click.option("--val-data", type=click.Path(path_type=Path), help="Validation data, JSONL.")
@@ -57,9 +66,45 @@ QUEUE_BATCH = 500  # runs stored in one transaction and published over one produ
     help="Stop a run after this many epochs without a better val loss (the same as --patience).",
 )
 @click.option(
+    "--search",
+    type=click.Choice(SEARCHES),
+    help="Adaptive search: a study whose next trials an Optuna sampler proposes as earlier "
+    "ones end, over the lists and --range options.",
+)
+@click.option(
+    "--trials",
+    type=click.IntRange(1, 10_000),
+    help="With --search: the trials of the study in all (a grid's size by default).",
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 1_000),
+    default=1,
+    show_default=True,
+    help="With --search: the trials in flight at once.",
+)
+@click.option(
+    "--objective",
+    metavar="FIELD[:min|max]",
+    help="With --search: the run field to optimise (default best_val_loss:min; metric fields "
+    "are maximised by default).",
+)
+@click.option(
     "--prune",
-    type=click.Choice(["median"]),
-    help="Stop a run whose val loss is above the median of the sweep's other runs at that epoch.",
+    type=click.Choice(["median", "asha"]),
+    help="Stop a run whose val loss is above its peers' median at that epoch (median), or "
+    "outside the best 1/reduction of its peers at a rung (asha). Peers: the study's trials, "
+    "or the sweep experiment's runs of the same task and loss.",
+)
+@click.option(
+    "--prune-min-epochs",
+    type=click.IntRange(1, 100_000),
+    help="ASHA: the epochs of its first rung (1 by default); rungs follow at x reduction.",
+)
+@click.option(
+    "--prune-reduction",
+    type=click.IntRange(2, 100),
+    help="ASHA: the reduction factor; the best 1/N of a rung go on (3 by default).",
 )
 @click.option(
     "--prune-warmup",
@@ -85,7 +130,14 @@ QUEUE_BATCH = 500  # runs stored in one transaction and published over one produ
     "--json lists all); queue none.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="With --search: wait until the study ends, then print its status.",
+)
+@click.pass_context
 def sweep(
+    ctx: click.Context,
     data: Path | None,
     val_data: Path | None,
     mode: str,
@@ -93,7 +145,13 @@ def sweep(
     ranges: tuple[str, ...],
     seeds: int,
     early_stop: str | None,
+    search: str | None,
+    trials: int | None,
+    parallel: int,
+    objective: str | None,
     prune: str | None,
+    prune_min_epochs: int | None,
+    prune_reduction: int | None,
     prune_warmup: int,
     max_runs: int,
     experiment: str | None,
@@ -101,17 +159,51 @@ def sweep(
     priority: int,
     dry_run: bool,
     as_json: bool,
+    wait: bool,
     **options: Any,
 ) -> None:
-    """Queue a sweep: any option may be a list (--lr 0.01,0.1), ranges need --random N."""
+    """Queue a sweep: any option may be a list (--lr 0.01,0.1), ranges need --random N or
+    --search."""
     from service.submit import prepare_spec, read_data_file
     from service.sweep import expand, parse_range
 
+    if ctx.invoked_subcommand is not None:
+        return
     raw = raw_spec(options)
     if early_stop is not None:
         raw["patience"] = early_stop
     if prune is not None:
         raw |= {"prune": prune, "prune_warmup": prune_warmup}
+    name = experiment or f"sweep-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    if search is not None:
+        if random_count is not None or seeds != 1:
+            raise InputError("--search proposes its own points: drop --random and --seeds")
+        from service.commands.study import queue_study
+        from service.study_plan import SearchOptions
+
+        chosen = SearchOptions(
+            search, trials, parallel, objective, prune, prune_min_epochs, prune_reduction
+        )
+        queue_study(
+            raw,
+            [parse_range(text) for text in ranges],
+            chosen,
+            experiment=name,
+            data=data,
+            val_data=val_data,
+            priority=priority,
+            tags=parse_tags(tags),
+            dry_run=dry_run,
+            as_json=as_json,
+            wait=wait,
+        )
+        return
+    given = {"--trials": trials, "--objective": objective, "--prune-min-epochs": prune_min_epochs}
+    given |= {"--prune-reduction": prune_reduction, "--wait": wait or None}
+    given |= {"--parallel": None if parallel == 1 else parallel}
+    stray = [option for option, value in given.items() if value is not None]
+    if stray:
+        raise InputError(f"{stray[0]} goes with --search")
     points, distinct = expand(
         raw,
         ranges=[parse_range(text) for text in ranges],
@@ -133,7 +225,6 @@ def sweep(
             return
         _print_plan(prepared, summary)
         return
-    name = experiment or f"sweep-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     runs, interrupted = _queue_all(prepared, name, parse_tags(tags), priority)
     if as_json:
         print_json([run.to_json() for run in runs])
@@ -187,7 +278,7 @@ def _queue_all(prepared: list, name: str, tags: dict[str, str], priority: int) -
 
     app = make_app(load_settings().broker_url)
     engine = open_engine(create=True)
-    _check_broker(app)
+    check_broker(app)
     for digest, content in {d: c for _, files in prepared for d, c in files.items()}.items():
         save_dataset(engine, digest, content)  # once for the sweep, not once a run
     runs: list = []
@@ -208,7 +299,7 @@ def _queue_all(prepared: list, name: str, tags: dict[str, str], priority: int) -
     return runs, False
 
 
-def _check_broker(app) -> None:  # noqa: ANN001 - a Celery app
+def check_broker(app) -> None:  # noqa: ANN001 - a Celery app
     """Fail before the first run is stored when the broker is down, so no sweep is half queued."""
     from service.config import mask_url
 
@@ -217,3 +308,13 @@ def _check_broker(app) -> None:  # noqa: ANN001 - a Celery app
             connection.ensure_connection(max_retries=1, timeout=5)
     except Exception as exc:  # noqa: BLE001 - kombu raises many transport errors
         raise BrokerUnavailable(f"broker unreachable at {mask_url(app.conf.broker_url)}") from exc
+
+
+def _add_study_commands() -> None:
+    from service.commands.study import status, stop
+
+    sweep.add_command(status)
+    sweep.add_command(stop)
+
+
+_add_study_commands()
