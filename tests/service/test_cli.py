@@ -548,3 +548,20 @@ def test_runs_plot_draws_the_metrics_and_stars_the_best_epoch(peaked_run: int) -
     assert (list(star.get_xdata()), list(star.get_ydata())) == ([2], [0.75])
     starred = [line for line in by_epoch.lines if line.get_marker() == "*"]
     assert [(list(s.get_xdata()), list(s.get_ydata())) for s in starred] == [([2], [1.0])]
+
+
+def test_the_collector_is_off_only_while_a_command_loads() -> None:
+    probe = (
+        "import gc, sys\nfrom service import cli\n"
+        "seen = []\n"
+        "real = cli.LazyGroup.get_command\n"
+        "def spy(self, ctx, name):\n"
+        "    seen.append(gc.isenabled())\n"
+        "    return real(self, ctx, name)\n"
+        "cli.LazyGroup.get_command = spy\n"
+        "sys.argv = ['expq', 'runs', 'list', '--help']\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        "print(seen[0], gc.isenabled())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.split()[-2:] == ["False", "True"], result.stderr
