@@ -66,6 +66,8 @@ def make_app(broker_url: str | None = None) -> Celery:
         # another worker, and this worker reconnects instead of dying.
         worker_disable_prefetch=is_redis(url),
         broker_channel_error_retry=True,
+        # Only a late-acked task is cancelled when the connection drops: none here.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         task_track_started=True,
         task_ignore_result=True,
         task_queues=[

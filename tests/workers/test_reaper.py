@@ -86,12 +86,14 @@ def test_on_rabbitmq_a_shortfall_publishes_every_stale_run(
         publish_run(app, run.id, "cpu")
         _age(engine, run.id)
     assert held_run_ids(app, "cpu") is None
+    # A publish is not confirmed: the count follows it within moments.
+    poll(lambda: broker_backlog(app, "cpu")[0] == 3, 10, "3 messages")
     assert reconcile_once(app, settings) == []
     lost = new_run(engine)
     _age(engine, lost.id)
     resent = reconcile_once(app, settings)
     assert sorted(d.run_id for d in resent) == sorted(r.id for r in [*waiting, lost])
-    assert broker_backlog(app, "cpu")[0] == 3 + 4
+    poll(lambda: broker_backlog(app, "cpu")[0] == 3 + 4, 10, "7 messages")
     assert reconcile_once(app, settings) == []
 
 
