@@ -8,11 +8,13 @@ import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support import poll, queue_runs, run_row
 
+INJECT = str(Path(__file__).parent / "inject")
 # A short fleet: a lost attempt is recovered within LEASE + REAP seconds. Ten heartbeats a
 # lease: a loaded CI machine whose database stalls for a second must not lose live leases.
 FAULT_ENV = {
@@ -41,9 +43,23 @@ class Fleet:
 
         self.engine = get_engine(self.database_url)
 
-    def worker(self, concurrency: int = 1, **env: str) -> subprocess.Popen:
-        """A worker at INFO, so that tests can wait for what it logs."""
+    def worker(
+        self, concurrency: int = 1, inject: str | None = None, **env: str
+    ) -> subprocess.Popen:
+        """A worker at INFO, so that tests can wait for what it logs; `inject` names a fault
+        for its training processes (tests/faults/inject/sitecustomize.py)."""
+        if inject is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [INJECT, os.environ.get("PYTHONPATH")])
+            )
+            env["EXPQ_TEST_INJECT"] = inject
+            env["EXPQ_TEST_INJECT_MARKER"] = self.marker(inject)
         return self.start_worker({**self.env, **env}, concurrency, loglevel="INFO")
+
+    def marker(self, inject: str) -> str:
+        """The file an injected fault creates when it strikes."""
+        Path(self.env["EXPQ_HOME"]).mkdir(parents=True, exist_ok=True)
+        return f"{self.env['EXPQ_HOME']}/injected-{inject.partition('@')[0]}"
 
     def submit(self, *specs: dict, **new: Any) -> list[int]:
         return queue_runs(self.database_url, self.broker_url, *specs, **new)
