@@ -84,12 +84,10 @@ def device_queues(device: str, auto_device: str) -> list[str]:
     return [name for name in QUEUES if name == own or (name == "auto" and device == auto_device)]
 
 
-def leave_device_queues(app, hostname: str, device: str) -> list[str]:  # noqa: ANN001 - Celery
+def leave_device_queues(app, hostname: str, device: str, auto_device: str) -> list[str]:  # noqa: ANN001
     """Tell worker `hostname` (from any of its processes) to stop consuming the queues of a
     broken `device`, until it is restarted; the queues it left."""
-    from workers.runner import _auto_device
-
-    queues = device_queues(device, _auto_device())
+    queues = device_queues(device, auto_device)
     for queue in queues:
         try:
             app.control.cancel_consumer(queue, destination=[hostname], reply=True, timeout=5)

@@ -108,11 +108,13 @@ class Phases:
 
 
 class DeviceFault(Exception):
-    """Training hit a fault of the device it ran on; the attempt was ended, not the run."""
+    """Training hit a fault of the device it ran on; the attempt was ended, not the run.
+    `auto_device` is where this worker trains a run that asked for auto."""
 
-    def __init__(self, device: str, reason: str) -> None:
+    def __init__(self, device: str, auto_device: str, reason: str) -> None:
         super().__init__(reason)
         self.device = device
+        self.auto_device = auto_device
 
 
 def is_device_fault(exc: BaseException) -> bool:
@@ -302,7 +304,8 @@ def _train(
     except Exception as exc:  # noqa: BLE001 - any training error fails the run, not the worker
         if is_device_fault(exc):
             device = spec.device if spec.device in ("cpu", "cuda") else _auto_device()
-            raise DeviceFault(device, f"device fault on {device}: {_one_line(exc)}") from exc
+            reason = f"device fault on {device}: {_one_line(exc)}"
+            raise DeviceFault(device, _auto_device(), reason) from exc
         return RunStatus.FAILED, _one_line(exc), traceback.format_exc(), _first(last)
     if result.status == "stopped":
         if heartbeat.reason == "time limit":

@@ -116,7 +116,7 @@ def train_run(self: Task, run_id: int) -> str | None:
         engine = get_engine(settings.database_url)
         return execute_run(engine, run_id, settings, owner, worker=self.request.hostname)
     except DeviceFault as fault:
-        leave_device_queues(self.app, self.request.hostname, fault.device)
+        leave_device_queues(self.app, self.request.hostname, fault.device, fault.auto_device)
         return None
     except (DatabaseError, *INFRASTRUCTURE_ERRORS) as exc:
         if isinstance(exc, DatabaseError) and exc.__cause__ is None:
