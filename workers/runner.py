@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -66,6 +67,7 @@ _RUN_FAULTS = ("out of memory", "device-side assert")
 # A training process that ends itself after its watchdog saw no progress (workers/tasks.py
 # reads the code back).
 EXIT_HUNG = 75
+HUNG_RELEASE_SECONDS = 2.0
 
 # fit's outcome → the run's terminal status.
 _FIT_STATUS = {
@@ -130,6 +132,23 @@ def _exit_hung(reason: str) -> None:
     worker releases the claim and the pool starts a fresh one."""
     sys.stderr.flush()
     os._exit(EXIT_HUNG)
+
+
+def _give_up(
+    engine: Engine, run_id: int, owner: str, reason: str, on_hung: Callable[[str], None]
+) -> None:
+    """Release a hung run's lease, so that the reaper queues it again without waiting for the
+    process's death to be noticed, then call `on_hung`. A release that hangs too is given
+    HUNG_RELEASE_SECONDS: the lease then runs out by itself."""
+    release = threading.Thread(
+        target=_release,
+        args=(engine, run_id, owner, f"{reason}; its process was ended"),
+        name=f"release-{run_id}",
+        daemon=True,
+    )
+    release.start()
+    release.join(HUNG_RELEASE_SECONDS)
+    on_hung(reason)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -216,7 +235,7 @@ def execute_run(
         lease_seconds=settings.lease_seconds,
         time_limit=spec.time_limit,
         progress_timeout=settings.progress_timeout_seconds,
-        on_hung=on_hung,
+        on_hung=lambda reason: _give_up(engine, run_id, owner, reason, on_hung),
     )
     heartbeat.start()
     try:

@@ -64,6 +64,8 @@ def test_a_run_longer_than_the_brokers_redelivery_timeout_trains_once(
     )
     fleet = Fleet(postgresql_url, private_broker.url, env, worker_factory)
     workers = [fleet.worker(), fleet.worker()]
+    for worker in workers:  # else the first takes both long runs, and holds one unstarted
+        poll(lambda: log_has(worker.log_path, " ready."), 60, "the worker to be ready")  # noqa: B023
     logs = lambda: "".join(read_log(worker.log_path) for worker in workers)  # noqa: E731
     long_runs = fleet.submit({**SLOW, "epochs": 80}, {**SLOW, "epochs": 80})
     for run_id in long_runs:

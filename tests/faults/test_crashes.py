@@ -191,8 +191,8 @@ def test_a_hung_training_process_loses_its_lease_and_the_run_trains_again(fleet)
     done = fleet.wait_status(run_id, "succeeded")
     assert done.attempt == 2 and done.error is None
     assert_settled(fleet.engine, [run_id])
-    reason = f"training made no progress for {PROGRESS_TIMEOUT:g} s; its process was ended"
-    assert log_has(worker.log_path, f"run {run_id}: {reason}; lease released")
+    given_up = f"run {run_id} attempt 1: training made no progress for"
+    assert log_has(worker.log_path, given_up)
     assert worker.poll() is None
 
 

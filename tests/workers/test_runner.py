@@ -283,3 +283,40 @@ def test_the_queues_a_broken_device_leaves() -> None:
     assert device_queues("cuda", auto_device="cuda") == ["gpu", "auto"]
     assert device_queues("cpu", auto_device="cuda") == ["cpu"]
     assert device_queues("cpu", auto_device="cpu") == ["cpu", "auto"]
+
+
+def test_a_hung_training_gives_its_lease_back_before_its_process_ends(
+    sqlite_engine,
+    tmp_path: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    """`on_hung` stands for the end of the process (os._exit in a worker): by then the run's
+    lease has been released with the reason, so the reaper need not wait for the death."""
+    import models.training as training
+
+    unblock, seen = threading.Event(), []
+
+    def hangs(*_args, **_kwargs):  # noqa: ANN202
+        unblock.wait(30)
+        raise RuntimeError("the process would be gone by now")
+
+    def ended(reason: str) -> None:
+        seen.append((reason, run_row(sqlite_engine, run_id)))
+        unblock.set()
+
+    monkeypatch.setattr(training, "_train_epoch", hangs)
+    settings = Settings(
+        home=tmp_path,
+        database_url=sqlite_url,
+        broker_url="redis://unused",
+        heartbeat_seconds=0.1,
+        lease_seconds=30,
+        progress_timeout_seconds=1,
+    )
+    run_id = _queue(sqlite_engine, task="binary", model="mlp")
+    execute_run(sqlite_engine, run_id, settings, on_hung=ended)
+    [(reason, run)] = seen
+    assert reason.startswith("training made no progress for")
+    assert run.error == f"{reason}; its process was ended"
+    assert run.lease_expires_at.timestamp() < run.started_at.timestamp() + 30  # released
