@@ -60,9 +60,9 @@ def make_app(broker_url: str | None = None) -> Celery:
         task_acks_late=False,
         worker_prefetch_multiplier=1,
         # With acks on start, a worker whose processes are all busy would otherwise reserve
-        # one more message per process. Redis: take none until a process is free. RabbitMQ has
-        # no such switch: a reserved message waits there, and should it wait past the
-        # consumer timeout the channel is closed, the message goes back to the queue for
+        # one more message per process. Redis: take none until a process is free; RabbitMQ:
+        # stop consuming meanwhile (workers/flow.py). Should a message still wait past the
+        # consumer timeout, the channel is closed, the message goes back to the queue for
         # another worker, and this worker reconnects instead of dying.
         worker_disable_prefetch=is_redis(url),
         broker_channel_error_retry=True,
@@ -103,6 +103,9 @@ def make_app(broker_url: str | None = None) -> Celery:
         worker_send_task_events=False,
     )
     app.conf.include = ["workers.tasks", "workers.reaper", "workers.control"]
+    from workers.flow import Flow
+
+    app.steps["consumer"].add(Flow)
     return app
 
 

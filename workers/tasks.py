@@ -22,6 +22,7 @@ from celery.worker.request import Request
 from service.config import load_settings
 from service.db import get_engine
 from service.errors import DatabaseError
+from workers import flow
 from workers.app import TRAIN_TASK, app
 from workers.control import leave_device_queues
 from workers.runner import EXIT_HUNG, INFRASTRUCTURE_ERRORS, DeviceFault, execute_run, lease_owner
@@ -78,6 +79,10 @@ def _release_dead_claim(run_id: int, owner: str, reason: str) -> None:
 
 class TrainRequest(Request):
     """A train_run request, seen from the worker's main process."""
+
+    def on_accepted(self, pid, time_accepted):  # noqa: ANN001, ANN201
+        flow.before_ack()
+        return super().on_accepted(pid, time_accepted)
 
     def on_failure(self, exc_info, send_failed_event=True, return_ok=False):  # noqa: ANN001, ANN201
         exc = exc_info.exception
