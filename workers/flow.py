@@ -6,7 +6,8 @@ whose processes are all busy, where it would wait for a run to end while other w
 and go back to the queue only when the consumer timeout closed the channel. AMQP cannot shrink
 the window to nothing (a prefetch count of 0 means no limit), so the worker cancels its
 consumers when its last free process takes a run, before that run's ack, and consumes again
-once a process is free (it looks every RESUME_SECONDS). Redis needs none of this:
+once a process is free (it looks every ADJUST_SECONDS, and pauses a new connection of a
+busy worker there too). Redis needs none of this:
 `worker_disable_prefetch` does it there.
 """
 
@@ -17,7 +18,7 @@ from celery.worker import state as worker_state
 
 from workers.app import is_redis
 
-RESUME_SECONDS = 0.5
+ADJUST_SECONDS = 0.5
 
 
 class _Flow:
@@ -40,14 +41,18 @@ def before_ack() -> None:
         _Flow.paused = True
 
 
-def resume_if_free() -> None:
-    """Consume again once a process is free."""
-    if not _applies() or not _Flow.paused:
+def adjust() -> None:
+    """Consume again once a process is free; pause when busy (a new connection consumes)."""
+    if not _applies():
         return
     consumer = _Flow.consumer
-    if len(worker_state.active_requests) < consumer.pool.num_processes:
+    free = len(worker_state.active_requests) < consumer.pool.num_processes
+    if _Flow.paused and free:
         consumer.task_consumer.consume()
         _Flow.paused = False
+    elif not _Flow.paused and not free and consumer.task_consumer is not None:
+        consumer.task_consumer.cancel()
+        _Flow.paused = True
 
 
 class Flow(bootsteps.StartStopStep):
@@ -58,9 +63,12 @@ class Flow(bootsteps.StartStopStep):
 
     def start(self, c) -> None:  # noqa: ANN001 - Celery's consumer
         _Flow.consumer, _Flow.paused = c, False
-        if self.timer is None:
-            # Not on a request's end: Celery's request class for a task replaces on_success.
-            self.timer = c.timer.call_repeatedly(RESUME_SECONDS, resume_if_free)
+        # A timer, not a request's end: Celery's request class for a task replaces on_success.
+        # Each connection's own: a reconnection cancels the timer entries of the last one.
+        self.timer = c.timer.call_repeatedly(ADJUST_SECONDS, adjust)
 
     def stop(self, c) -> None:  # noqa: ANN001
         _Flow.consumer = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
