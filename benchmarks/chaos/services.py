@@ -105,6 +105,9 @@ class Postgres:
     def stop(self, mode: str = "fast") -> None:
         self._ctl("-w", "-m", mode, "stop")
 
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists() and _answers(self.port)
+
     def terminate_backends(self, client_address: str | None = None) -> int:
         """pg_terminate_backend every client session (of one address when given); how many."""
         import psycopg
