@@ -83,6 +83,7 @@ class Nemesis:
             id=number,
             kind=fault.kind,
             worker=fault.worker,
+            nodes=worker.node_names() if worker is not None else None,
             runs=hit,
             detail=detail,
         )

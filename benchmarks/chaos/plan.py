@@ -96,8 +96,8 @@ def _spec(rng: random.Random) -> dict[str, str | int | float]:
     return {
         **rng.choice(_TASKS),
         "hidden": rng.choice((8, 16)),
-        "epochs": rng.randint(2, 5),
-        "samples": rng.choice((64, 128, 200)),
+        "epochs": rng.randint(3, 6),
+        "samples": rng.choice((300, 600, 1000)),
         "batch-size": 32,
         "dropout": rng.choice((0.0, 0.1)),
         "seed": rng.randint(0, 10**6),
@@ -115,10 +115,11 @@ def _duration(rng: random.Random, kind: str) -> float:
 
 
 def draw(seed: int, runs: int, broker: str = "redis", network: bool = True) -> Plan:
-    """`runs` runs submitted over a window of about 0.7 s each, and about one fault for every
-    two runs (every kind at least once when there are enough), at uniform times: some overlap."""
+    """`runs` runs submitted over a window of about 0.4 s each (the three workers stay busy),
+    and about one fault for every two runs (every kind at least once when there are enough),
+    at uniform times: some overlap."""
     rng = random.Random(seed)
-    window = round(max(20.0, runs * 0.7), 1)
+    window = round(max(15.0, runs * 0.4), 1)
     planned = []
     for index in range(runs):
         roll = rng.random()

@@ -65,6 +65,25 @@ def recovery_time(timeline: list[dict[str, Any]], healed: float) -> float | None
     return None
 
 
+def hit_runs(
+    timelines: dict[int, list[dict[str, Any]]], start: dict[str, Any], end: float
+) -> set[int]:
+    """The runs training on the fault's target (any worker, for a fault on a service) at its
+    start or at any time before it healed."""
+    nodes = start.get("nodes")
+    hit = set(start["runs"])
+    for run_id, timeline in timelines.items():
+        state = _state_at(timeline, start["t"])
+        during = [state] if state else []
+        during += [event for event in timeline if start["t"] < event["t"] <= end]
+        if any(
+            event["status"] == "running" and (nodes is None or event["worker"] in nodes)
+            for event in during
+        ):
+            hit.add(run_id)
+    return hit
+
+
 def fault_table(events: list[dict[str, Any]], final: Final) -> dict[str, FaultStats]:
     stats: dict[str, FaultStats] = defaultdict(FaultStats)
     timelines = _timelines(events)
@@ -79,7 +98,7 @@ def fault_table(events: list[dict[str, Any]], final: Final) -> dict[str, FaultSt
             if start is None:
                 continue
             entry = stats[event["kind"]]
-            for run_id in start["runs"]:
+            for run_id in sorted(hit_runs(timelines, start, event["t"])):
                 entry.runs_hit.add(run_id)
                 run = final.runs.get(run_id)
                 then = _state_at(timelines[run_id], start["t"])
