@@ -4,6 +4,7 @@ a seeded fault campaign against a private fleet; exit 0 when the checker finds n
 
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +35,8 @@ def main(runs: int, seed: int, broker: str, replay: Path | None, out: Path | Non
     """Run a seeded fault campaign and check its history."""
     from benchmarks.chaos.campaign import run_campaign
 
+    # SIGTERM unwinds like Ctrl-C, so the fleet, its services and namespaces are torn down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     reason = unavailable_reason()
     if reason:
         click.echo(f"chaos: network faults skipped: {reason}", err=True)

@@ -115,11 +115,11 @@ def _duration(rng: random.Random, kind: str) -> float:
 
 
 def draw(seed: int, runs: int, broker: str = "redis", network: bool = True) -> Plan:
-    """`runs` runs submitted over a window of about 0.4 s each (the three workers stay busy),
+    """`runs` runs submitted over a window of a second each (a submit costs about a CPU second),
     and about one fault for every two runs (every kind at least once when there are enough),
     at uniform times: some overlap."""
     rng = random.Random(seed)
-    window = round(max(15.0, runs * 0.4), 1)
+    window = round(max(15.0, runs * 1.0), 1)
     planned = []
     for index in range(runs):
         roll = rng.random()

@@ -17,6 +17,9 @@ from benchmarks.chaos.plan import RunPlan
 EXPERIMENT = "chaos"
 REFERENCE_EXPERIMENT = "chaos-reference"
 CALL_TIMEOUT_SECONDS = 60.0
+# Jepsen's clients: a fixed few, each with one call in flight. A process per planned run, all
+# at once, starved a loaded 2-core machine: submits took a minute of waiting for the CPU.
+CLIENTS = 2
 
 
 def submit_command(run: RunPlan, experiment: str, key: str) -> list[str]:
@@ -74,9 +77,21 @@ class Workload:
                 "cancel", phase="done", key=run.key, run_id=run_id, outcome=phase, output=output
             )
 
-    def start(self, runs: Iterable[RunPlan]) -> None:
-        for run in runs:
-            thread = threading.Thread(target=self._submit, args=(run,), daemon=True)
+    def start(self, runs: Iterable[RunPlan], clients: int = CLIENTS) -> None:
+        """`clients` threads take the runs in time order, each calling one command at a time."""
+        pending = sorted(runs, key=lambda run: run.at, reverse=True)
+        lock = threading.Lock()
+
+        def client() -> None:
+            while not self.stopped.is_set():
+                with lock:
+                    if not pending:
+                        return
+                    run = pending.pop()
+                self._submit(run)
+
+        for _ in range(clients):
+            thread = threading.Thread(target=client, daemon=True)
             thread.start()
             self._threads.append(thread)
 
