@@ -132,13 +132,22 @@ class Network:
     def host_address(self) -> str:
         return f"{self._subnet}.1"
 
-    @property
-    def _subnet(self) -> str:
-        pid = os.getpid()
-        return f"10.{200 + pid % 50}.{pid // 50 % 250}"
+    _subnet: str = field(init=False, default="")
+
+    @staticmethod
+    def _free_subnet() -> str:
+        """A 10.x.y.0/24 no route of this machine uses yet, the first tried drawn from the pid."""
+        routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+        for offset in range(250 * 50):
+            slot = (os.getpid() + offset) % (250 * 50)
+            subnet = f"10.{200 + slot % 50}.{slot // 50}"
+            if f"{subnet}.0/24" not in routes:
+                return subnet
+        raise NetworkUnavailable("no free 10.x.y.0/24 subnet for the namespaces")
 
     def create(self) -> Network:
         self.destroy()  # the leftovers of a campaign of the same pid that was killed
+        self._subnet = self._free_subnet()
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.host_address}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
