@@ -4,6 +4,7 @@ within RECOVERY_AFTER_HEAL_SECONDS of the heal (README "Recovery")."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -49,13 +50,16 @@ def cut_worker(
     tmp_path: Path,  # noqa: ANN001
 ) -> Iterator[tuple[subprocess.Popen, Path]]:
     """One worker inside the namespace, reaching the services over the bridge."""
+    import redis
+
     from service.db import get_engine
 
-    bridged_redis.process and __import__("redis").Redis(port=bridged_redis.port).flushall()
+    with redis.Redis(port=bridged_redis.port) as client:
+        client.flushall()  # the module's earlier tests leave no message behind
     get_engine(bridged_postgres.url())  # the schema, before the worker looks for it
     host = namespace.host_address
     env = {
-        **partition_support.os.environ,
+        **os.environ,
         "EXPQ_HOME": str(tmp_path / "home"),
         "EXPQ_DATABASE_URL": bridged_postgres.url(host),
         "EXPQ_BROKER_URL": bridged_redis.url(host),
