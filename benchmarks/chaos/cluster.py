@@ -64,7 +64,7 @@ class Cluster:
     broker: str
     use_network: bool
     workers_count: int = 3
-    postgres: Postgres = field(init=False)
+    postgres: Postgres | None = field(init=False, default=None)
     redis: Redis | None = field(init=False, default=None)
     network: Network | None = field(init=False, default=None)
     workers: list[Worker] = field(init=False, default_factory=list)
@@ -73,10 +73,9 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o755)  # PostgreSQL's own user reaches its folder through it
         if self.use_network:
             self.network = Network(self.workers_count).create()
-        self.postgres = Postgres(self.root / "postgres").create()
+        self.postgres = Postgres().create()
         from service.db import get_engine
 
         get_engine(self.postgres.url())  # the schema, made before any worker races to make it
@@ -191,6 +190,7 @@ class Cluster:
         if self.rabbit_vhost:
             subprocess.run(["rabbitmqctl", "delete_vhost", self.rabbit_vhost], capture_output=True)
             subprocess.run(["rabbitmqctl", "delete_user", self.rabbit_vhost], capture_output=True)
-        self.postgres.destroy()
+        if self.postgres is not None:
+            self.postgres.destroy()
         if self.network is not None:
             self.network.destroy()

@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +52,13 @@ def _pg_bin(name: str) -> str:
 
 @dataclass
 class Postgres:
-    """A private cluster listening on every address (the workers reach it over the bridge)."""
+    """A private cluster listening on every address (the workers reach it over the bridge),
+    in a folder of its own under the system's temporary folder: PostgreSQL's user must pass
+    through every folder above its data, which a test's tmp_path (mode 0700) does not allow."""
 
-    root: Path
+    root: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="expq-chaos-pg-", dir="/tmp"))
+    )
     port: int = field(default_factory=free_port)
 
     @property
@@ -76,6 +81,7 @@ class Postgres:
 
     def create(self) -> Postgres:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
         if os.geteuid() == 0:
             user = pwd.getpwnam(PG_USER)
             os.chown(self.root, user.pw_uid, user.pw_gid)
@@ -130,6 +136,7 @@ class Postgres:
             self.stop("immediate")
         except subprocess.CalledProcessError:
             pass
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass
