@@ -36,7 +36,11 @@ class Nemesis:
         self._broker_down = 0
         self._broker_stalled = 0
 
-    def start(self, faults: list[FaultPlan]) -> None:
+    def start(self, faults: list[FaultPlan], paced_by: Callable[[float], bool]) -> None:
+        """Inject each fault once its time has come and `paced_by(its time)` says the workload
+        is as far along as the plan has it then: on a machine too slow to submit on schedule,
+        faults still fall among the runs instead of before them."""
+        self._paced_by = paced_by
         for number, fault in enumerate(faults):
             thread = threading.Thread(
                 target=self._run, args=(number, fault), name=f"nemesis-{number}", daemon=True
@@ -67,8 +71,9 @@ class Nemesis:
             return []
 
     def _run(self, number: int, fault: FaultPlan) -> None:
-        if self.stopped.wait(max(0.0, fault.at - self.history.now())):
-            return
+        while self.history.now() < fault.at or not self._paced_by(fault.at):
+            if self.stopped.wait(0.1):
+                return
         worker = self.cluster.workers[fault.worker] if fault.worker is not None else None
         hit = self._running_runs(worker)
         inject, heal = self._actions(fault, worker)

@@ -36,6 +36,11 @@ class Workload:
         self.history = history
         self.stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._pending_times: list[float] = []  # the planned times of runs not yet submitted
+
+    def reached(self, at: float) -> bool:
+        """Whether every run planned before `at` has been submitted (its call begun)."""
+        return all(planned > at for planned in list(self._pending_times))
 
     def _call(self, command: list[str], kill_after: float | None = None) -> tuple[str, str]:
         """(phase, output): ok with stdout, fail with stderr's first line, info when killed
@@ -61,6 +66,7 @@ class Workload:
         if self.stopped.wait(max(0.0, run.at - self.history.now())):
             return
         self.history.record("submit", phase="invoke", key=run.key)
+        self._pending_times.remove(run.at)
         command = submit_command(run, EXPERIMENT, run.key)
         phase, output = self._call(command, run.kill_submit_after)
         if run.kill_submit_after is not None and phase == "info":
@@ -80,6 +86,7 @@ class Workload:
     def start(self, runs: Iterable[RunPlan], clients: int = CLIENTS) -> None:
         """`clients` threads take the runs in time order, each calling one command at a time."""
         pending = sorted(runs, key=lambda run: run.at, reverse=True)
+        self._pending_times = [run.at for run in pending]
         lock = threading.Lock()
 
         def client() -> None:
