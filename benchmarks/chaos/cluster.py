@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.chaos.network import Cut, Namespace, Network
-from benchmarks.chaos.services import Postgres, Redis
+from benchmarks.chaos.services import Forwarder, Postgres, Redis
 
 # A short fleet, as in tests/faults: a lost attempt is back in the queue within LEASE + REAP.
 FLEET_ENV = {
@@ -24,6 +24,7 @@ FLEET_ENV = {
     "EXPQ_MAX_ATTEMPTS": "20",
     "OMP_NUM_THREADS": "1",
 }
+RABBITMQ_PORT = 5672  # the machine's shared RabbitMQ: the campaign takes a vhost on it
 _NODE = re.compile(r"(expq-[0-9a-f]{6}@\S+?) ready")
 
 
@@ -70,6 +71,7 @@ class Cluster:
     workers: list[Worker] = field(init=False, default_factory=list)
     lock: threading.RLock = field(init=False, default_factory=threading.RLock)
     rabbit_vhost: str | None = field(init=False, default=None)
+    rabbit_forwarder: Forwarder | None = field(init=False, default=None)
 
     def start(self) -> Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -83,6 +85,8 @@ class Cluster:
             self.redis = Redis(self.root / "redis").start()
         else:
             self._rabbit_vhost()
+            if self.network is not None:
+                self.rabbit_forwarder = Forwarder(self.service_host, RABBITMQ_PORT).start()
         for index in range(self.workers_count):
             namespace = self.network.namespaces[index] if self.network else None
             worker = Worker(index, namespace, self.root / f"worker-{index}.log")
@@ -98,11 +102,15 @@ class Cluster:
     def broker_url(self, host: str = "127.0.0.1") -> str:
         if self.redis is not None:
             return self.redis.url(host)
-        return f"amqp://{self.rabbit_vhost}:{self.rabbit_vhost}@{host}:5672/{self.rabbit_vhost}"
+        port = RABBITMQ_PORT if host == "127.0.0.1" else self.broker_port
+        return f"amqp://{self.rabbit_vhost}:{self.rabbit_vhost}@{host}:{port}/{self.rabbit_vhost}"
 
     @property
     def broker_port(self) -> int:
-        return self.redis.port if self.redis is not None else 5672
+        """The port the workers reach the broker on (what a cut of the broker names)."""
+        if self.redis is not None:
+            return self.redis.port
+        return self.rabbit_forwarder.port if self.rabbit_forwarder else RABBITMQ_PORT
 
     def client_env(self) -> dict[str, str]:
         """The environment of `expq` commands run by the campaign itself (root namespace)."""
@@ -187,6 +195,8 @@ class Cluster:
                 worker.process.wait()
         if self.redis is not None:
             self.redis.destroy()
+        if self.rabbit_forwarder is not None:
+            self.rabbit_forwarder.stop()
         if self.rabbit_vhost:
             subprocess.run(["rabbitmqctl", "delete_vhost", self.rabbit_vhost], capture_output=True)
             subprocess.run(["rabbitmqctl", "delete_user", self.rabbit_vhost], capture_output=True)

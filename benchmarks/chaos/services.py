@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,3 +185,56 @@ class Redis:
             self.process.send_signal(signal.SIGCONT)
 
     destroy = stop
+
+
+@dataclass
+class Forwarder:
+    """Pipes connections made to `host`:`port` through to a service on loopback: how the
+    namespaced workers reach the shared RabbitMQ, which listens on 127.0.0.1 only."""
+
+    host: str
+    target_port: int
+    port: int = field(default_factory=free_port)
+    _listener: socket.socket | None = None
+    _open: list[socket.socket] = field(default_factory=list)
+
+    def start(self) -> Forwarder:
+        self._listener = socket.create_server((self.host, self.port))
+        threading.Thread(target=self._accept, daemon=True, name="forwarder").start()
+        return self
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # stopped
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        for connection in self._open:
+            connection.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
