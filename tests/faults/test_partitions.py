@@ -13,6 +13,7 @@ from pathlib import Path
 
 import partition_support
 import pytest
+from partition_support import Child
 from support import assert_settled, log_has, poll, queue_runs, run_row
 
 from benchmarks.chaos.network import Cut, Namespace
@@ -29,6 +30,24 @@ CUT_SECONDS = 15.0  # longer than the lease (5 s) and the network timeout
 # run, or to a new run's claim.
 RECOVERY_AFTER_HEAL_SECONDS = 10.0
 SLACK_SECONDS = 4.0  # a loaded 2-core machine's lateness
+# A publish (the reaper's, a submit's) on an open connection into a silent partition fails
+# after the broker socket timeout (workers/app.py): publish_run does not retry.
+PUBLISH_BOUND_SECONDS = 5.0
+_PUBLISH = """
+import sys, time
+from workers.app import make_app
+from workers.dispatch import publish_run
+app = make_app(sys.argv[1])
+publish_run(app, 999999, "gpu")
+print("ready", flush=True)
+sys.stdin.readline()
+started = time.monotonic()
+try:
+    publish_run(app, 999998, "gpu")
+    print(f"answered {time.monotonic() - started:.2f}", flush=True)
+except Exception as exc:
+    print(f"failed {time.monotonic() - started:.2f} {type(exc).__name__}", flush=True)
+"""
 LONG_RUN = {"task": "sentiment", "model": "rnn", "samples": 1000, "hidden": 16, "epochs": 40}
 QUICK_RUN = {"task": "binary", "model": "mlp", "samples": 200, "epochs": 2}
 
@@ -143,3 +162,21 @@ def test_a_worker_cut_off_from_the_broker_takes_new_runs_soon_after_the_heal(
     assert back_after <= RECOVERY_AFTER_HEAL_SECONDS + SLACK_SECONDS
     poll(lambda: run_row(engine, run_id).status == "succeeded", 120, f"run {run_id} to succeed")
     assert_settled(engine, [run_id])
+
+
+def test_a_publish_into_a_broker_partition_fails_within_its_bound(
+    namespace: Namespace, bridged_redis: Redis
+) -> None:
+    child = Child(namespace, _PUBLISH, bridged_redis.url(namespace.host_address))
+    try:
+        assert child.line(60) == "ready"
+        namespace.apply([Cut("partition", (bridged_redis.port,))])
+        child.say()
+        line = child.line(PUBLISH_BOUND_SECONDS + 60)
+    finally:
+        child.stop()
+    assert line is not None, "the publish still hangs a minute into the cut"
+    verdict, seconds, *_ = line.split()
+    print(f"publish {verdict} after {seconds} s")
+    assert verdict == "failed"
+    assert float(seconds) <= PUBLISH_BOUND_SECONDS + SLACK_SECONDS
