@@ -136,3 +136,24 @@ def test_a_lock_held_by_a_cut_off_client_is_released_within_the_bound(
         admin.dispose()
     bound = max(TRANSACTION_IDLE_TIMEOUT_SECONDS, NETWORK_TIMEOUT_SECONDS)
     assert waited <= bound + SLACK_SECONDS
+
+
+def test_each_session_carries_the_network_bounds_and_a_url_may_override_them(
+    postgresql_url: str,
+) -> None:
+    from service.db import make_engine
+
+    engine = make_engine(postgresql_url)
+    with engine.connect() as connection:
+        client = connection.connection.dbapi_connection.info.get_parameters()
+        server = connection.execute(text("SHOW tcp_user_timeout")).scalar_one()
+    engine.dispose()
+    assert client["connect_timeout"] == str(CONNECT_TIMEOUT_SECONDS)
+    assert client["tcp_user_timeout"] == str(NETWORK_TIMEOUT_SECONDS * 1000)
+    assert server == str(NETWORK_TIMEOUT_SECONDS * 1000)  # milliseconds
+    separator = "&" if "?" in postgresql_url else "?"
+    engine = make_engine(f"{postgresql_url}{separator}connect_timeout=30")
+    with engine.connect() as connection:
+        client = connection.connection.dbapi_connection.info.get_parameters()
+    engine.dispose()
+    assert client["connect_timeout"] == "30"
