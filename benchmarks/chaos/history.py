@@ -151,6 +151,12 @@ class Observer(threading.Thread):
             rows = session.execute(
                 select(Run.run_id, Run.status, Run.attempt, Run.epochs_done, Run.worker)
             ).all()
+        present = {run_id for run_id, *_ in rows}
+        for run_id in [run_id for run_id in self.seen if run_id not in present]:
+            # A submit whose publish failed deletes the run it stored: it was never acknowledged.
+            del self.seen[run_id]
+            self.history.record("observe", run_id=run_id, status="deleted", attempt=0,
+                                epochs_done=0, worker=None)  # fmt: skip
         for run_id, *state in rows:
             if self.seen.get(run_id) != tuple(state):
                 self.seen[run_id] = tuple(state)
