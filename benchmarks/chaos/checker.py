@@ -193,6 +193,30 @@ def _left_terminal(events: list[dict[str, Any]]) -> list[Violation]:
     return found
 
 
+def _written_after_a_newer_claim(events: list[dict[str, Any]]) -> list[Violation]:
+    """Rows of attempt a that appeared in a pass after the one that first saw a newer claim:
+    the rows were committed after that claim (the observer reads runs before rows)."""
+    found, claimed_in, counts = [], {}, {}  # claimed_in: run -> (newest attempt, its first pass)
+    for event in events:
+        run_id = event.get("run_id")
+        if event["type"] == "observe" and event["attempt"] > claimed_in.get(run_id, (0, 0))[0]:
+            claimed_in[run_id] = (event["attempt"], event.get("passed", 0))
+        elif event["type"] == "rows":
+            attempt, before = event["attempt"], counts.get((run_id, event["attempt"]), 0)
+            counts[(run_id, attempt)] = event["count"]
+            newest, seen_in = claimed_in.get(run_id, (0, 0))
+            if attempt < newest and event["passed"] > seen_in and event["count"] > before:
+                found.append(
+                    Violation(
+                        "stale_write",
+                        run_id,
+                        f"attempt {attempt} went from {before} to {event['count']} rows at "
+                        f"t={event['t']}, after attempt {newest}'s claim was seen",
+                    )
+                )
+    return found
+
+
 def check(runs: list[RunPlan], events: list[dict[str, Any]], final: Final) -> Verdict:
     """Every rule of RULES over one campaign; the Jepsen-style counts beside the violations."""
     verdict = Verdict()
@@ -234,6 +258,7 @@ def check(runs: list[RunPlan], events: list[dict[str, Any]], final: Final) -> Ve
             verdict.violations += found
             verdict.compared += compared
     verdict.violations += _left_terminal(events)
+    verdict.violations += _written_after_a_newer_claim(events)
     for index, alive in enumerate(final.workers_alive):
         if not alive:
             verdict.violations.append(

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 TERMINAL = ("succeeded", "failed", "diverged", "cancelled", "pruned")
 
@@ -142,22 +142,30 @@ class Observer(threading.Thread):
         self.interval = interval
         self.stopped = threading.Event()
         self.seen: dict[int, tuple] = {}
+        self.rows: dict[tuple[int, int], int] = {}
+        self.passes = 0
 
     def snapshot(self) -> None:
+        """One pass: the runs first, then their loss rows per attempt, each event numbered by
+        its pass. Rows read after a pass's runs were committed after anything that pass saw."""
         from service.db import session_scope
-        from service.schema import Run
+        from service.schema import Loss, Run
 
         with session_scope(self.engine, read_only=True) as session:
-            rows = session.execute(
+            runs = session.execute(
                 select(Run.run_id, Run.status, Run.attempt, Run.epochs_done, Run.worker)
             ).all()
-        present = {run_id for run_id, *_ in rows}
+            counts = session.execute(
+                select(Loss.run_id, Loss.attempt, func.count()).group_by(Loss.run_id, Loss.attempt)
+            ).all()
+        self.passes += 1
+        present = {run_id for run_id, *_ in runs}
         for run_id in [run_id for run_id in self.seen if run_id not in present]:
             # A submit whose publish failed deletes the run it stored: it was never acknowledged.
             del self.seen[run_id]
             self.history.record("observe", run_id=run_id, status="deleted", attempt=0,
-                                epochs_done=0, worker=None)  # fmt: skip
-        for run_id, *state in rows:
+                                epochs_done=0, worker=None, passed=self.passes)  # fmt: skip
+        for run_id, *state in runs:
             if self.seen.get(run_id) != tuple(state):
                 self.seen[run_id] = tuple(state)
                 status, attempt, epochs, worker = state
@@ -168,6 +176,13 @@ class Observer(threading.Thread):
                     attempt=attempt,
                     epochs_done=epochs,
                     worker=worker,
+                    passed=self.passes,
+                )
+        for run_id, attempt, count in counts:
+            if self.rows.get((run_id, attempt)) != count:
+                self.rows[(run_id, attempt)] = count
+                self.history.record(
+                    "rows", run_id=run_id, attempt=attempt, count=count, passed=self.passes
                 )
 
     def run(self) -> None:

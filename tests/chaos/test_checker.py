@@ -114,6 +114,20 @@ def test_an_older_attempt_writing_after_a_newer_claim_is_caught() -> None:
     assert check(PLAN, events(), final(in_order)).valid
 
 
+def test_rows_of_an_older_attempt_that_appear_after_a_newer_claim_was_seen_are_caught() -> None:
+    def rows_event(t: float, passed: int, count: int) -> dict:
+        return {"t": t, "type": "rows", "run_id": 1, "attempt": 1, "count": count, "passed": passed}
+
+    claimed = {"t": 2.0, "type": "observe", "run_id": 1, "status": "running", "attempt": 2,
+               "epochs_done": 0, "worker": "w", "passed": 7}  # fmt: skip
+    *start, ended = events()
+    before = [*start, rows_event(1.6, 2, 4), claimed]
+    same_pass = check(PLAN, [*before, rows_event(2.0, 7, 8), ended], final())
+    assert same_pass.valid, "rows read in the pass that saw the claim may predate it"
+    late = check(PLAN, [*before, rows_event(2.5, 8, 8), ended], final())
+    assert rules_broken(late) == {"stale_write"}
+
+
 def test_losses_must_equal_the_reference_bit_for_bit() -> None:
     reference = rows()
     nudged = [replace(row, value=math.nextafter(row.value, 2.0)) for row in reference]
