@@ -70,11 +70,21 @@ class Nemesis:
         except Exception:  # noqa: BLE001 - the database is down (another fault): none known
             return []
 
+    def _target(self, planned: int | None) -> Worker | None:
+        """The planned worker, or, when it trains nothing and another does, the first that
+        does: a fault on an idle worker tests little, and on a loaded machine submits are
+        slow enough that most workers are idle most of the time."""
+        if planned is None:
+            return None
+        workers = self.cluster.workers
+        order = [workers[planned], *(w for w in workers if w is not workers[planned])]
+        return next((w for w in order if self._running_runs(w)), workers[planned])
+
     def _run(self, number: int, fault: FaultPlan) -> None:
         while self.history.now() < fault.at or not self._paced_by(fault.at):
             if self.stopped.wait(0.1):
                 return
-        worker = self.cluster.workers[fault.worker] if fault.worker is not None else None
+        worker = self._target(fault.worker)
         hit = self._running_runs(worker)
         inject, heal = self._actions(fault, worker)
         detail = None
@@ -87,7 +97,7 @@ class Nemesis:
             phase="start",
             id=number,
             kind=fault.kind,
-            worker=fault.worker,
+            worker=worker.index if worker is not None else None,
             nodes=worker.node_names() if worker is not None else None,
             runs=hit,
             detail=detail,
@@ -97,7 +107,13 @@ class Nemesis:
             heal()
         except Exception as exc:  # noqa: BLE001 - heal_all at the end undoes it anyway
             log.warning("fault %d (%s): heal failed: %s", number, fault.kind, exc)
-        self.history.record("fault", phase="end", id=number, kind=fault.kind, worker=fault.worker)
+        self.history.record(
+            "fault",
+            phase="end",
+            id=number,
+            kind=fault.kind,
+            worker=None if worker is None else worker.index,
+        )
 
     def _actions(
         self, fault: FaultPlan, worker: Worker | None
