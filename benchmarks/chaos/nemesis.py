@@ -22,8 +22,6 @@ from benchmarks.chaos.plan import FaultPlan
 
 log = logging.getLogger(__name__)
 
-_FLAKY_LINK = "flaky"
-
 
 class Nemesis:
     def __init__(self, cluster: Cluster, engine: Engine, history: History) -> None:
@@ -147,7 +145,7 @@ class Nemesis:
             "drop_replies_db": Cut("drop_replies", (db,)),
             "reset_db": Cut("reset", (db,)),
             "reset_broker": Cut("reset", (broker,)),
-            _FLAKY_LINK: Cut("flaky", (), fault.percent),
+            "flaky": Cut("flaky", (), fault.percent),
         }[fault.kind]
 
     def _kill_training(self, worker: Worker) -> str:
