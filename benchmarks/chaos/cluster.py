@@ -182,25 +182,37 @@ class Cluster:
                 self.postgres.start()
 
     def stop(self) -> None:
-        for worker in self.workers:
-            self.signal_worker(worker, signal.SIGCONT)
-            self.signal_worker(worker, signal.SIGTERM)
-        for worker in self.workers:
-            if worker.process is None:
-                continue
+        """Stop everything started, each step whatever the one before it raised."""
+        try:
+            for worker in self.workers:
+                self.signal_worker(worker, signal.SIGCONT)
+                self.signal_worker(worker, signal.SIGTERM)
+            for worker in self.workers:
+                if worker.process is None:
+                    continue
+                try:
+                    worker.process.wait(15)
+                except subprocess.TimeoutExpired:
+                    self.signal_worker(worker, signal.SIGKILL)
+                    worker.process.wait()
+        finally:
             try:
-                worker.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.signal_worker(worker, signal.SIGKILL)
-                worker.process.wait()
-        if self.redis is not None:
-            self.redis.destroy()
-        if self.rabbit_forwarder is not None:
-            self.rabbit_forwarder.stop()
-        if self.rabbit_vhost:
-            subprocess.run(["rabbitmqctl", "delete_vhost", self.rabbit_vhost], capture_output=True)
-            subprocess.run(["rabbitmqctl", "delete_user", self.rabbit_vhost], capture_output=True)
-        if self.postgres is not None:
-            self.postgres.destroy()
-        if self.network is not None:
-            self.network.destroy()
+                self._stop_services()
+            finally:
+                if self.network is not None:
+                    self.network.destroy()
+
+    def _stop_services(self) -> None:
+        try:
+            if self.redis is not None:
+                self.redis.destroy()
+            if self.rabbit_forwarder is not None:
+                self.rabbit_forwarder.stop()
+            if self.rabbit_vhost:
+                for command in (["delete_vhost"], ["delete_user"]):
+                    subprocess.run(
+                        ["rabbitmqctl", *command, self.rabbit_vhost], capture_output=True
+                    )
+        finally:
+            if self.postgres is not None:
+                self.postgres.destroy()
