@@ -96,7 +96,16 @@ def make_app(broker_url: str | None = None) -> Celery:
             "interval_max": 0.5,
             "socket_connect_timeout": 2,
             "socket_timeout": 5,
+            # A consumer whose BRPOP got no reply this long past its 1 s server timeout (a
+            # silent partition) drops the connection and reconnects, instead of waiting for
+            # TCP's backed-off retransmission, which came 11 s after a 15 s cut had healed.
+            "health_check_interval": 2,
         },
+        # On RabbitMQ a worker's control queue was exclusive to its connection: a worker back
+        # from a partition shorter than the broker's heartbeat timeout found the queue still
+        # locked by its dead connection and stopped ("Unrecoverable error: ResourceLocked").
+        # Not exclusive, it is still deleted once unused (control_queue_expires).
+        control_queue_exclusive=False,
         worker_hijack_root_logger=False,
         # Task events (for Flower) cost each run a few publishes on its way to the claim: off by
         # default; `celery -A workers.app control enable_events` turns them on in a live fleet.
