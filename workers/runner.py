@@ -336,7 +336,7 @@ def _train(
 
 
 class Pruned(Exception):
-    """The run is worse than its experiment's median: it stops, marked pruned."""
+    """The pruner (median or ASHA, among its peers) stopped the run: it ends marked pruned."""
 
 
 def _resume_point(engine: Engine, run_id: int, attempt: int, spec):  # noqa: ANN001, ANN202
