@@ -172,9 +172,10 @@ def _graphed(
 def _train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, spec: TrainSpec, split: Split,
     stop: threading.Event | None, steps_left: int | None, graphed: GraphedSteps | None,
+    on_batch: Callable[[], None] | None = None,
 ) -> tuple[_Tally, int, bool]:
-    """One pass over shuffled batches; returns the tally, optimizer steps taken, and whether
-    `stop` cut it short."""
+    """One pass over shuffled batches, calling `on_batch` after each; returns the tally,
+    optimizer steps taken, and whether `stop` cut it short."""
     model.train()
     tally = _Tally(split.y.shape[1])
     order = torch.randperm(len(split))  # CPU: it also indexes the CPU-side lengths
@@ -197,6 +198,8 @@ def _train_epoch(
             optimizer.zero_grad(set_to_none=True)
             tally.add(*_step(model, optimizer, spec, split, batch, index))
         taken += 1
+        if on_batch is not None:
+            on_batch()
     tally.add_graphed(graphed)
     return tally, taken, False
 
@@ -248,12 +251,14 @@ def fit_model(
     device: str, on_epoch: Callable[[EpochReport], None] | None = None,
     stop: threading.Event | None = None, max_steps: int | None = None,
     resume: TrainingState | None = None, checkpoints: bool = False,
+    on_batch: Callable[[], None] | None = None,
 ) -> FitResult:
     """Train an already built model (on `device`) for the spec's epochs.
 
     With `resume`, training goes on after the checkpoint's epoch exactly as if it had never
     stopped; with `checkpoints`, every EpochReport carries the state after its epoch, and the
-    data's encoding with it, so that the state alone can serve predictions.
+    data's encoding with it, so that the state alone can serve predictions. `on_batch` is
+    called after every training batch: a sign of progress, for a watchdog.
     """
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1; got {max_steps}")
@@ -277,7 +282,7 @@ def fit_model(
         started = time.perf_counter()
         left = None if max_steps is None else max_steps - steps
         train_tally, taken, stopped = _train_epoch(
-            model, optimizer, spec, train, stop, left, train_graph
+            model, optimizer, spec, train, stop, left, train_graph, on_batch
         )
         steps += taken
         if stopped:
@@ -315,6 +320,7 @@ def fit(
     spec: TrainSpec, data: TaskData | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None, stop: threading.Event | None = None,
     max_steps: int | None = None, resume: TrainingState | None = None, checkpoints: bool = False,
+    on_batch: Callable[[], None] | None = None,
 ) -> FitResult:
     """Train the spec's network on its data (built from the spec when not given); see fit_model
     for `resume` and `checkpoints`."""
@@ -325,5 +331,6 @@ def fit(
     model = build_model(spec, data.dims).to(device)
     optimizer = build_optimizer(spec, model)
     return fit_model(
-        spec, data, model, optimizer, device, on_epoch, stop, max_steps, resume, checkpoints
+        spec, data, model, optimizer, device, on_epoch, stop, max_steps, resume, checkpoints,
+        on_batch,
     )

@@ -26,6 +26,7 @@ class Settings:
     resend_after_seconds: float = 60.0  # a queued run unclaimed this long may have lost its message
     visibility_timeout_seconds: float = 3600.0  # Redis redelivers an unacked message after this
     max_attempts: int = 3  # claims a run gets before a crash every time fails it
+    progress_timeout_seconds: float = 300.0  # a claimed run this long without a batch is hung
 
 
 def _seconds(name: str, default: float) -> float:
@@ -76,6 +77,9 @@ def load_settings() -> Settings:
             "EXPQ_VISIBILITY_TIMEOUT_SECONDS", Settings.visibility_timeout_seconds
         ),
         max_attempts=_count("EXPQ_MAX_ATTEMPTS", Settings.max_attempts, 100),
+        progress_timeout_seconds=_seconds(
+            "EXPQ_PROGRESS_TIMEOUT_SECONDS", Settings.progress_timeout_seconds
+        ),
     )
 
 

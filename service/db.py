@@ -31,6 +31,31 @@ FORK_WAIT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000
 # paused, cut off) is ended by the server after this long idle, and its row locks with it: the
 # most that a worker frozen inside a write adds to its run's recovery (README "Recovery").
 TRANSACTION_IDLE_TIMEOUT_SECONDS = 10.0
+# A silent network (a partition, lost replies) must fail a call rather than hang it: libpq
+# gives up a connect after CONNECT_TIMEOUT_SECONDS, and a connection whose sent data or
+# keepalive probes go unacknowledged for NETWORK_TIMEOUT_SECONDS (TCP_USER_TIMEOUT) is closed,
+# so any call on it fails by then (README "Recovery"). Without them a query on an open
+# connection waits out the whole cut, and the kernel's retries (~15 minutes) after it.
+CONNECT_TIMEOUT_SECONDS = 5
+NETWORK_TIMEOUT_SECONDS = 8
+KEEPALIVE_IDLE_SECONDS = 2  # an idle connection is probed after this, then every second
+_CLIENT_NETWORK_OPTIONS = {
+    "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+    "keepalives": 1,
+    "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
+    "keepalives_interval": 1,
+    "keepalives_count": NETWORK_TIMEOUT_SECONDS - KEEPALIVE_IDLE_SECONDS,
+    "tcp_user_timeout": NETWORK_TIMEOUT_SECONDS * 1000,
+}
+# The same on the server's end of each session: a session whose client vanished (cut off,
+# its machine gone) is ended, and its locks released, NETWORK_TIMEOUT_SECONDS after the server
+# last failed to reach it, instead of when the kernel gives up.
+_SERVER_NETWORK_SETTINGS = {
+    "tcp_keepalives_idle": KEEPALIVE_IDLE_SECONDS,
+    "tcp_keepalives_interval": 1,
+    "tcp_keepalives_count": NETWORK_TIMEOUT_SECONDS - KEEPALIVE_IDLE_SECONDS,
+    "tcp_user_timeout": NETWORK_TIMEOUT_SECONDS * 1000,
+}
 # An execution option: transactions that only read begin deferred on SQLite, so that in WAL
 # mode they never queue behind a writer for the write lock.
 READ_ONLY = "expq_read_only"
@@ -207,7 +232,11 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
         _configure_sqlite(engine)
         _fork_guard.watch(engine)
         return engine
-    engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # An option the URL gives itself (`?connect_timeout=30`) wins over expq's default.
+    network = {k: v for k, v in _CLIENT_NETWORK_OPTIONS.items() if k not in parsed.query}
+    engine = create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=network
+    )
     if parsed.get_backend_name() == "postgresql":
 
         @event.listens_for(engine, "connect")
@@ -220,6 +249,8 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
                     "SET idle_in_transaction_session_timeout = "
                     f"{int(TRANSACTION_IDLE_TIMEOUT_SECONDS * 1000)}"
                 )
+                for name, value in _SERVER_NETWORK_SETTINGS.items():
+                    cursor.execute(f"SET {name} = {value}")
             dbapi_connection.commit()
 
         @event.listens_for(engine, "begin")

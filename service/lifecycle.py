@@ -13,7 +13,7 @@ still agree on when a lease expires (SQLite is one machine: its clock is the pro
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -390,15 +390,35 @@ def count_queued(engine: Engine, run_ids: list[int]) -> int:
         )
 
 
+def stale_run_ids(engine: Engine, queue: str, older_than: timedelta) -> list[int]:
+    """Queued runs of `queue` nobody claimed for `older_than`."""
+    with session_scope(engine, read_only=True) as session:
+        cutoff = _clock(session) - older_than
+        return list(
+            session.scalars(
+                select(Run.run_id).where(
+                    Run.status == RunStatus.QUEUED, Run.queue == queue, Run.queued_at < cutoff
+                )
+            )
+        )
+
+
 def take_stale_runs(
-    engine: Engine, queue: str, older_than: timedelta, limit: int = 1000
+    engine: Engine,
+    queue: str,
+    older_than: timedelta,
+    limit: int = 1000,
+    run_ids: Collection[int] | None = None,
 ) -> list[Dispatch]:
-    """Queued runs of `queue` nobody claimed for `older_than`, most urgent first. Each goes to
-    one caller only: its queued_at moves to now in the same conditional UPDATE."""
+    """Queued runs of `queue` nobody claimed for `older_than` (of `run_ids` alone, when given),
+    most urgent first. Each goes to one caller only: its queued_at moves to now in the same
+    conditional UPDATE."""
     with session_scope(engine) as session:
         clock = _clock(session)
         cutoff = clock - older_than
         stale = (Run.status == RunStatus.QUEUED, Run.queue == queue, Run.queued_at < cutoff)
+        if run_ids is not None:
+            stale += (Run.run_id.in_(list(run_ids)),)
         ids = (
             select(Run.run_id)
             .where(*stale)

@@ -110,3 +110,32 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+TEST_RABBITMQ_URL = os.environ.get("EXPQ_TEST_RABBITMQ_URL")
+
+
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """A vhost of this test's own on the RabbitMQ of EXPQ_TEST_RABBITMQ_URL (an amqp:// URL
+    without a vhost), deleted afterwards."""
+    if not TEST_RABBITMQ_URL:
+        pytest.skip("EXPQ_TEST_RABBITMQ_URL is not set")
+    from urllib.parse import urlsplit
+
+    from support import rabbitmqctl
+
+    vhost = f"expq_test_{uuid.uuid4().hex[:10]}"
+    user = urlsplit(TEST_RABBITMQ_URL).username or "guest"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        yield f"{TEST_RABBITMQ_URL.rstrip('/')}/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Each real broker in turn."""
+    return request.getfixturevalue(f"{request.param}_url")

@@ -15,7 +15,9 @@ def _compose() -> dict:
 
 def test_the_fleet_has_its_services() -> None:
     services = _compose()["services"]
-    assert set(services) == {"redis", "postgres", "migrate", "worker-cpu", "worker-gpu"}
+    assert set(services) == {
+        "redis", "rabbitmq", "postgres", "migrate", "worker-cpu", "worker-gpu",
+    }  # fmt: skip
     for name in ("migrate", "worker-cpu", "worker-gpu"):
         assert "build" in services[name]
     assert (ROOT / "Dockerfile").is_file()
@@ -35,7 +37,9 @@ def test_workers_and_migration_run_expq_against_the_services() -> None:
     assert services["worker-gpu"]["command"][:3] == ["worker", "--queues", "gpu,auto"]
     for name in ("migrate", "worker-cpu", "worker-gpu"):
         env = services[name]["environment"]
-        assert env["EXPQ_BROKER_URL"].startswith("redis://:${EXPQ_REDIS_PASSWORD")
+        assert env["EXPQ_BROKER_URL"].startswith(
+            "${EXPQ_BROKER_URL:-redis://:${EXPQ_REDIS_PASSWORD"
+        )
         assert env["EXPQ_DATABASE_URL"].startswith("postgresql+psycopg://")
     for name in ("worker-cpu", "worker-gpu"):
         assert services[name]["depends_on"]["migrate"]["condition"] == (
@@ -48,3 +52,21 @@ def test_the_gpu_worker_reserves_an_nvidia_device() -> None:
         "devices"
     ]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+def test_rabbitmq_is_the_alternative_broker_under_a_profile() -> None:
+    """Off by default; when on, durable (its data in a volume, under a fixed node name), a
+    password from the environment, a vhost of expq's own, and the workers wait for it."""
+    services = _compose()["services"]
+    rabbitmq = services["rabbitmq"]
+    assert rabbitmq["profiles"] == ["rabbitmq"] and rabbitmq["image"].startswith("rabbitmq:")
+    assert "profiles" not in services["redis"]
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_PASS"].startswith("${EXPQ_RABBITMQ_PASSWORD:?")
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_VHOST"] not in ("", "/")
+    assert "hostname" in rabbitmq
+    assert any(volume.endswith(":/var/lib/rabbitmq") for volume in rabbitmq["volumes"])
+    assert "rabbitmq-data" in _compose()["volumes"]
+    assert "healthcheck" in rabbitmq
+    for name in ("worker-cpu", "worker-gpu"):
+        needs = services[name]["depends_on"]["rabbitmq"]
+        assert needs == {"condition": "service_healthy", "required": False}

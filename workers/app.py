@@ -1,11 +1,21 @@
-"""The Celery app, configured in one dict: JSON only, late acks, prefetch 1, three queues.
+"""The Celery app, configured in one dict: JSON only, acks on start, prefetch 1, three queues.
 
-Priorities on Redis: kombu emulates them with one list per level (`cpu`, `cpu:1` ... `cpu:9`)
-and a worker pops the most urgent non-empty list of all the queues it consumes. So a priority
-orders only messages that wait in the broker at the same time; a message a worker has already
-reserved (at most one per pool process: prefetch 1) is not overtaken, and a redelivered
-message goes back to the list of its own level. expq's --priority 9 (most urgent, as on
-RabbitMQ) is kombu's level 0; see workers/dispatch.py.
+The lease, not the message, owns a run: a train message is acknowledged when a pool process
+starts it, just before the claim, not when training ends. A late ack held for a whole run
+breaks RabbitMQ, which closes the channel of a delivery left unacknowledged longer than its
+`consumer_timeout` (30 minutes by default), and the worker then died with "Unrecoverable
+error: PreconditionFailed" (celery/celery#6760). Nothing is lost by acking early: a process
+that dies after the ack has its claim released by the worker (workers/tasks.py) or its lease
+expire, and a run left queued without its message is published again by the reaper.
+
+Priorities on RabbitMQ are native: each queue is declared with `x-max-priority` 9 and a message
+carries expq's priority as it is. Queues are durable and messages persistent, so a broker
+restart keeps what waits. On Redis kombu emulates them with one list per level (`cpu`,
+`cpu:1` ... `cpu:9`) and a worker pops the most urgent non-empty list of all the queues it
+consumes. So a priority orders only messages that wait in the broker at the same time; a
+message a worker has already started is not overtaken, and a redelivered message goes back to
+the list of its own level. expq's --priority 9 (most urgent, as on RabbitMQ) is kombu's level
+0; see workers/dispatch.py.
 """
 
 from __future__ import annotations
@@ -32,6 +42,10 @@ def broker_ssl(url: str) -> dict | None:
     return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 
+def is_redis(url: str) -> bool:
+    return urlsplit(url).scheme in ("redis", "rediss")
+
+
 def make_app(broker_url: str | None = None) -> Celery:
     settings = load_settings()
     url = broker_url or settings.broker_url
@@ -43,15 +57,23 @@ def make_app(broker_url: str | None = None) -> Celery:
         accept_content=["json"],
         event_serializer="json",
         result_accept_content=["json"],
-        task_acks_late=True,
-        # A message whose pool process died is acked: the run's lease expires (at once, when
-        # the worker saw the death: workers/tasks.py) and the reaper queues it again, counting
-        # the attempt. Requeueing the message instead would retry a poison run forever.
-        task_reject_on_worker_lost=False,
+        task_acks_late=False,
         worker_prefetch_multiplier=1,
+        # With acks on start, a worker whose processes are all busy would otherwise reserve
+        # one more message per process. Redis: take none until a process is free; RabbitMQ:
+        # stop consuming meanwhile (workers/flow.py). Should a message still wait past the
+        # consumer timeout, the channel is closed, the message goes back to the queue for
+        # another worker, and this worker reconnects instead of dying.
+        worker_disable_prefetch=is_redis(url),
+        broker_channel_error_retry=True,
+        # Only a late-acked task is cancelled when the connection drops: none here.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         task_track_started=True,
         task_ignore_result=True,
-        task_queues=[Queue(name) for name in QUEUES],
+        task_queues=[
+            Queue(name, durable=True, queue_arguments={"x-max-priority": PRIORITY_LEVELS - 1})
+            for name in QUEUES
+        ],
         task_default_queue="auto",
         task_create_missing_queues=False,
         broker_connection_retry_on_startup=True,
@@ -74,13 +96,25 @@ def make_app(broker_url: str | None = None) -> Celery:
             "interval_max": 0.5,
             "socket_connect_timeout": 2,
             "socket_timeout": 5,
+            # A consumer whose BRPOP got no reply this long past its 1 s server timeout (a
+            # silent partition) drops the connection and reconnects, instead of waiting for
+            # TCP's backed-off retransmission, which came 11 s after a 15 s cut had healed.
+            "health_check_interval": 2,
         },
+        # On RabbitMQ a worker's control queue was exclusive to its connection: a worker back
+        # from a partition shorter than the broker's heartbeat timeout found the queue still
+        # locked by its dead connection and stopped ("Unrecoverable error: ResourceLocked").
+        # Not exclusive, it is still deleted once unused (control_queue_expires).
+        control_queue_exclusive=False,
         worker_hijack_root_logger=False,
         # Task events (for Flower) cost each run a few publishes on its way to the claim: off by
         # default; `celery -A workers.app control enable_events` turns them on in a live fleet.
         worker_send_task_events=False,
     )
     app.conf.include = ["workers.tasks", "workers.reaper", "workers.control"]
+    from workers.flow import Flow
+
+    app.steps["consumer"].add(Flow)
     return app
 
 

@@ -1,4 +1,5 @@
-"""What `expq workers` asks each live worker over Celery's remote control: `expq_info`.
+"""What `expq workers` asks each live worker over Celery's remote control (`expq_info`), and
+what a worker tells itself when a device breaks (stop consuming its queues).
 
 The answer comes from the worker's main process, which never imports torch: the device is
 probed once in a child process when the worker is ready.
@@ -6,6 +7,7 @@ probed once in a child process when the worker is ready.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -14,9 +16,10 @@ from celery.signals import worker_ready
 from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 
-from workers.app import TRAIN_TASK
+from workers.app import QUEUES, TRAIN_TASK
 
 INFO_COMMAND = "expq_info"
+log = logging.getLogger(__name__)
 
 _device: dict[str, str] = {}  # "device": "cuda" | "cpu", once probed
 _started = time.time()
@@ -73,3 +76,23 @@ def expq_info(state) -> dict:  # noqa: ANN001 - Celery's control state
         "active_runs": active_runs(),
         "uptime_seconds": round(time.time() - _started, 1),
     }
+
+
+def device_queues(device: str, auto_device: str) -> list[str]:
+    """The queues whose runs train on `device` in a worker that trains auto on `auto_device`."""
+    own = {"cuda": "gpu", "cpu": "cpu"}[device]
+    return [name for name in QUEUES if name == own or (name == "auto" and device == auto_device)]
+
+
+def leave_device_queues(app, hostname: str, device: str, auto_device: str) -> list[str]:  # noqa: ANN001
+    """Tell worker `hostname` (from any of its processes) to stop consuming the queues of a
+    broken `device`, until it is restarted; the queues it left."""
+    queues = device_queues(device, auto_device)
+    for queue in queues:
+        try:
+            app.control.cancel_consumer(queue, destination=[hostname], reply=True, timeout=5)
+        except Exception:  # noqa: BLE001 - the broker is away: the next fault tries again
+            log.exception("worker %s: could not stop consuming %s", hostname, queue)
+            continue
+        log.error("worker %s: device %s is broken; no longer consuming %s", hostname, device, queue)
+    return queues

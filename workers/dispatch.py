@@ -10,7 +10,7 @@ from kombu import Producer
 
 from service.config import mask_secrets, mask_url
 from service.errors import BrokerUnavailable
-from workers.app import TRAIN_TASK
+from workers.app import TRAIN_TASK, is_redis
 
 QUEUE_BY_DEVICE = {"cuda": "gpu", "cpu": "cpu", "auto": "auto"}
 MAX_PRIORITY = 9
@@ -33,15 +33,15 @@ def publish_run(
 ) -> None:
     """Send `train_run(run_id)`; priority 9 is the most urgent, as on RabbitMQ.
 
-    kombu's Redis transport serves priority 0 first, so the number is flipped on the way out.
-    A batch passes one `producer` (from `app.producer_or_acquire()`) for all its messages.
+    kombu's Redis transport serves priority 0 first, so there the number is flipped on the way
+    out. A batch passes one `producer` (from `app.producer_or_acquire()`) for all its messages.
     """
     try:
         app.send_task(
             TRAIN_TASK,
             args=[run_id],
             queue=queue,
-            priority=MAX_PRIORITY - priority,
+            priority=MAX_PRIORITY - priority if is_redis(app.conf.broker_url) else priority,
             retry=False,
             producer=producer,
         )
@@ -54,8 +54,39 @@ def broker_backlog(app: Celery, queue: str) -> tuple[int, list[int]]:
     run ids of its train messages delivered to a worker and not yet acked)."""
     with app.pool.acquire(block=True, timeout=5) as connection:
         channel = connection.default_channel
-        waiting = channel.queue_declare(queue=queue, passive=False).message_count
+        # Declared as the workers declare it: RabbitMQ refuses other arguments.
+        waiting = app.amqp.queues[queue].bind(channel).queue_declare().message_count
         return waiting, _unacked_run_ids(channel, queue)
+
+
+def held_run_ids(app: Celery, queue: str) -> set[int] | None:
+    """The run ids of every train message the broker holds for `queue`: waiting at any
+    priority level, or delivered to a worker and not yet acked. None where the broker cannot
+    list its messages without consuming them (RabbitMQ).
+
+    A message that a worker is moving from the list to its unacked hash is in neither for a
+    moment: a run missing from the answer may still have its message, never the reverse."""
+    if not is_redis(app.conf.broker_url):
+        return None
+    with app.pool.acquire(block=True, timeout=5) as connection:
+        channel = connection.default_channel
+        held = set(_unacked_run_ids(channel, queue))
+        for level in channel.priority_steps:
+            for raw in channel.client.lrange(channel._q_for_pri(queue, level), 0, -1):
+                run_id = _run_id(json.loads(raw))
+                if run_id is not None:
+                    held.add(run_id)
+        return held
+
+
+def _run_id(message: dict) -> int | None:
+    """The run id of one of our train messages as kombu's Redis transport stores it."""
+    try:
+        if message["headers"]["task"] != TRAIN_TASK:
+            return None
+        return int(json.loads(base64.b64decode(message["body"]))[0][0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None  # not one of ours
 
 
 def _unacked_run_ids(channel, queue: str) -> list[int]:  # noqa: ANN001 - a kombu channel
@@ -69,10 +100,9 @@ def _unacked_run_ids(channel, queue: str) -> list[int]:  # noqa: ANN001 - a komb
     for raw in client.hvals(key):
         try:
             message, _exchange, routing_key = json.loads(raw)
-            if routing_key != queue or message["headers"]["task"] != TRAIN_TASK:
-                continue
-            args = json.loads(base64.b64decode(message["body"]))[0]
-            run_ids.append(int(args[0]))
-        except (ValueError, KeyError, IndexError, TypeError):
-            continue  # not one of ours
+        except (ValueError, TypeError):
+            continue
+        run_id = _run_id(message) if routing_key == queue else None
+        if run_id is not None:
+            run_ids.append(run_id)
     return run_ids

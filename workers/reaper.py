@@ -4,11 +4,14 @@ Every `reap_seconds`, in every worker's main process:
 
 - runs whose lease expired (a worker died, froze or lost the database) are queued again and
   published, or failed with the reason once `max_attempts` claims are spent;
-- queued runs that waited longer than `resend_after_seconds` are published again when the
-  broker holds fewer messages for their queue (waiting, or delivered to a worker that has not
-  claimed yet) than the database has queued runs: a message was lost, with a Redis restart or
-  a submitter killed between insert and publish. A plain backlog is left alone, so that a
-  long queue is not flooded with duplicates.
+- queued runs that waited longer than `resend_after_seconds` and whose message is missing
+  (lost with a Redis restart, a submitter killed between insert and publish, a worker killed
+  between its ack and its claim) are published again. On Redis exactly those: the reaper reads
+  the run ids of the messages the queue's lists and the unacked hash hold. RabbitMQ cannot
+  show a message without delivering it, so there the broker's count of waiting messages is
+  compared with the queued runs, and when it falls short every stale run of the queue is
+  published again; the claim drops the duplicates. A plain backlog is left alone either way,
+  so that a long queue is not flooded with duplicates.
 
 Recovery bounds, with one live worker anywhere in the fleet:
   a pool process that dies          → queued again within about a second (workers/tasks.py)
@@ -41,9 +44,10 @@ from service.lifecycle import (
     count_queued,
     queued_backlog,
     reap_expired_leases,
+    stale_run_ids,
     take_stale_runs,
 )
-from workers.dispatch import broker_backlog, publish_run
+from workers.dispatch import broker_backlog, held_run_ids, publish_run
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +62,53 @@ def reconcile_once(app: Celery, settings: Settings) -> list[Dispatch]:
     older_than = timedelta(seconds=settings.resend_after_seconds)
     for queue, queued in queued_backlog(engine, older_than).items():
         try:
-            waiting, in_flight = broker_backlog(app, queue)
+            resent = _resend_missing(app, engine, queue, queued, older_than)
         except Exception as exc:  # noqa: BLE001 - down, or still loading its data: ask again
             log.info("queue %s: the broker cannot count its messages (%s)", queue, exc)
             continue
-        held = waiting + count_queued(engine, in_flight)
-        if held >= queued:
-            continue  # every queued run may still have its message: a backlog, not a loss
-        resent = take_stale_runs(engine, queue, older_than)
         for dispatch in resent:
             publish_run(app, dispatch.run_id, dispatch.queue, dispatch.priority)
-        if resent:
-            log.warning(
-                "queue %s: %d runs queued, %d messages held; published %d stale runs again",
-                queue,
-                queued,
-                held,
-                len(resent),
-            )
         dispatches += resent
     return dispatches
+
+
+def _resend_missing(
+    app: Celery,
+    engine,
+    queue: str,
+    queued: int,
+    older_than: timedelta,  # noqa: ANN001
+) -> list[Dispatch]:
+    """The stale queued runs of `queue` to publish again, each taken by this reaper alone."""
+    held = held_run_ids(app, queue)
+    if held is not None:
+        missing = [
+            run_id for run_id in stale_run_ids(engine, queue, older_than) if run_id not in held
+        ]
+        resent = (
+            take_stale_runs(engine, queue, older_than, run_ids=missing[:1000]) if missing else []
+        )
+        if resent:
+            log.warning(
+                "queue %s: %d stale runs have no message; published them again",
+                queue,
+                len(resent),
+            )
+        return resent
+    waiting, in_flight = broker_backlog(app, queue)
+    count = waiting + count_queued(engine, in_flight)
+    if count >= queued:
+        return []  # every queued run may still have its message: a backlog, not a loss
+    resent = take_stale_runs(engine, queue, older_than)
+    if resent:
+        log.warning(
+            "queue %s: %d runs queued, %d messages held; published %d stale runs again",
+            queue,
+            queued,
+            count,
+            len(resent),
+        )
+    return resent
 
 
 class Reaper(threading.Thread):

@@ -1,10 +1,12 @@
 """One run from claim to terminal state: the logic behind the thin Celery task.
 
 Failures fall in two kinds. A deterministic one (an invalid spec, bad data, a non-finite loss,
-CUDA out of memory, any exception from training) ends the run at once: another attempt would
-fail the same way. An infrastructure one (the database unreachable, the process killed) ends
-only this attempt: the lease expires, the reaper queues the run again, and after
-`max_attempts` claims it fails with the last reason.
+CUDA out of memory, a device-side assert, any other exception from training) ends the run at
+once: another attempt would fail the same way. An infrastructure one (the database
+unreachable, the process killed or hung, a device or driver fault) ends only this attempt:
+the lease expires, the reaper queues the run again, and after `max_attempts` claims it fails
+with the last reason. So one sick machine cannot drain a queue into `failed`, and one run that
+breaks every device it touches takes at most `max_attempts` workers off their device.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import functools
 import logging
 import os
 import socket
+import sys
+import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -43,6 +48,26 @@ log = logging.getLogger(__name__)
 # idle-in-transaction timeout after a freeze, a failover to a read-only standby): nothing
 # about the run itself is wrong.
 INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError, InternalError)
+
+# A CUDA runtime, driver or library error that says the device or its driver is broken. Out of
+# memory (the run's own size) and a device-side assert (an index the run's data puts out of
+# range) are the run's, and fail it.
+_DEVICE_FAULTS = (
+    "CUDA error",
+    "CUDA driver",
+    "CUBLAS_STATUS_EXECUTION_FAILED",
+    "CUBLAS_STATUS_INTERNAL_ERROR",
+    "CUBLAS_STATUS_NOT_INITIALIZED",
+    "CUDNN_STATUS_EXECUTION_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR",
+    "CUDNN_STATUS_MAPPING_ERROR",
+    "no CUDA-capable device",
+)
+_RUN_FAULTS = ("out of memory", "device-side assert")
+# A training process that ends itself after its watchdog saw no progress (workers/tasks.py
+# reads the code back).
+EXIT_HUNG = 75
+HUNG_RELEASE_SECONDS = 2.0
 
 # fit's outcome → the run's terminal status.
 _FIT_STATUS = {
@@ -82,6 +107,48 @@ class Phases:
             f" train {ms(trained - set_up - self.epoch_writes)},"
             f" writes {ms(self.epoch_writes + finishing)})"
         )
+
+
+class DeviceFault(Exception):
+    """Training hit a fault of the device it ran on; the attempt was ended, not the run.
+    `auto_device` is where this worker trains a run that asked for auto."""
+
+    def __init__(self, device: str, auto_device: str, reason: str) -> None:
+        super().__init__(reason)
+        self.device = device
+        self.auto_device = auto_device
+
+
+def is_device_fault(exc: BaseException) -> bool:
+    """Whether an exception from training says the device or its driver is broken."""
+    text = str(exc)
+    if type(exc).__name__ == "OutOfMemoryError" or any(m in text for m in _RUN_FAULTS):
+        return False
+    return type(exc).__name__ == "AcceleratorError" or any(m in text for m in _DEVICE_FAULTS)
+
+
+def _exit_hung(reason: str) -> None:
+    """A hung training thread cannot be stopped from inside: end the process, so that its
+    worker releases the claim and the pool starts a fresh one."""
+    sys.stderr.flush()
+    os._exit(EXIT_HUNG)
+
+
+def _give_up(
+    engine: Engine, run_id: int, owner: str, reason: str, on_hung: Callable[[str], None]
+) -> None:
+    """Release a hung run's lease, so that the reaper queues it again without waiting for the
+    process's death to be noticed, then call `on_hung`. A release that hangs too is given
+    HUNG_RELEASE_SECONDS: the lease then runs out by itself."""
+    release = threading.Thread(
+        target=_release,
+        args=(engine, run_id, owner, f"{reason}; its process was ended"),
+        name=f"release-{run_id}",
+        daemon=True,
+    )
+    release.start()
+    release.join(HUNG_RELEASE_SECONDS)
+    on_hung(reason)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -130,11 +197,15 @@ def execute_run(
     settings: Settings,
     owner: str | None = None,
     worker: str | None = None,
+    on_hung: Callable[[str], None] = _exit_hung,
 ) -> str | None:
     """Claim, train and finish one run; the status it ended in, or None when it was not ours.
 
     `worker` is what the run's worker column shows: the Celery node name (`expq-1a2b3c@host`,
-    as `expq workers` lists it), so that two workers on one host can be told apart.
+    as `expq workers` lists it), so that two workers on one host can be told apart. Raises
+    DeviceFault once the attempt is ended by a fault of the device. `on_hung` is called when
+    training makes no progress for `settings.progress_timeout_seconds`; by default it ends
+    the process.
     """
     phases = Phases()
     hostname = socket.gethostname()
@@ -163,10 +234,18 @@ def execute_run(
         interval=settings.heartbeat_seconds,
         lease_seconds=settings.lease_seconds,
         time_limit=spec.time_limit,
+        progress_timeout=settings.progress_timeout_seconds,
+        on_hung=lambda reason: _give_up(engine, run_id, owner, reason, on_hung),
     )
     heartbeat.start()
     try:
-        status, error, trace, last = _train(engine, run_id, attempt, spec, heartbeat, phases)
+        try:
+            status, error, trace, last = _train(engine, run_id, attempt, spec, heartbeat, phases)
+            heartbeat.trained()
+        except DeviceFault as fault:
+            log.error("run %s attempt %s: %s; attempt ended", run_id, attempt, fault)
+            _release(engine, run_id, owner, str(fault))
+            raise
         if status is None:
             return _lost(engine, run_id, attempt)
         ended = _finish(engine, run_id, attempt, status, error, trace, settings, last)
@@ -204,6 +283,7 @@ def _train(
     last: list[tuple] = []
 
     def on_epoch(report) -> None:  # noqa: ANN001 - models.training.EpochReport
+        heartbeat.tick()
         splits = {"train": report.train, "val": report.val}
         started = time.perf_counter()
         # An epoch's losses and the checkpoint after it commit together; the last epoch's
@@ -225,7 +305,13 @@ def _train(
         resume = _resume_point(engine, run_id, attempt, spec)
         phases.mark("set_up")
         result = fit(
-            spec, data, on_epoch=on_epoch, stop=heartbeat.stop, resume=resume, checkpoints=True
+            spec,
+            data,
+            on_epoch=on_epoch,
+            stop=heartbeat.stop,
+            resume=resume,
+            checkpoints=True,
+            on_batch=heartbeat.tick,
         )
         phases.mark("trained")
     except LeaseLost:
@@ -235,6 +321,10 @@ def _train(
     except INFRASTRUCTURE_ERRORS:
         raise
     except Exception as exc:  # noqa: BLE001 - any training error fails the run, not the worker
+        if is_device_fault(exc):
+            device = spec.device if spec.device in ("cpu", "cuda") else _auto_device()
+            reason = f"device fault on {device}: {_one_line(exc)}"
+            raise DeviceFault(device, _auto_device(), reason) from exc
         return RunStatus.FAILED, _one_line(exc), traceback.format_exc(), _first(last)
     if result.status == "stopped":
         if heartbeat.reason == "time limit":
@@ -246,7 +336,7 @@ def _train(
 
 
 class Pruned(Exception):
-    """The run is worse than its experiment's median: it stops, marked pruned."""
+    """The pruner (median or ASHA, among its peers) stopped the run: it ends marked pruned."""
 
 
 def _resume_point(engine: Engine, run_id: int, attempt: int, spec):  # noqa: ANN001, ANN202

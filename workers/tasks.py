@@ -22,8 +22,10 @@ from celery.worker.request import Request
 from service.config import load_settings
 from service.db import get_engine
 from service.errors import DatabaseError
+from workers import flow
 from workers.app import TRAIN_TASK, app
-from workers.runner import INFRASTRUCTURE_ERRORS, execute_run, lease_owner
+from workers.control import leave_device_queues
+from workers.runner import EXIT_HUNG, INFRASTRUCTURE_ERRORS, DeviceFault, execute_run, lease_owner
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ def death_reason(exc: BaseException) -> str:
     Job: 3." (SIGKILL is what the kernel's OOM killer sends)."""
     found = re.search(r"(signal \d+ \(\w+\)|exitcode \d+)", str(exc))
     how = found.group(1) if found else str(exc).strip() or type(exc).__name__
+    if how == f"exitcode {EXIT_HUNG}":
+        timeout = load_settings().progress_timeout_seconds
+        return f"training made no progress for {timeout:g} s; its process was ended"
     hint = " (killed: out of memory?)" if "SIGKILL" in how else ""
     return f"the training process died: {how}{hint}"
 
@@ -74,6 +79,10 @@ def _release_dead_claim(run_id: int, owner: str, reason: str) -> None:
 
 class TrainRequest(Request):
     """A train_run request, seen from the worker's main process."""
+
+    def on_accepted(self, pid, time_accepted):  # noqa: ANN001, ANN201
+        flow.before_ack()
+        return super().on_accepted(pid, time_accepted)
 
     def on_failure(self, exc_info, send_failed_event=True, return_ok=False):  # noqa: ANN001, ANN201
         exc = exc_info.exception
@@ -111,6 +120,9 @@ def train_run(self: Task, run_id: int) -> str | None:
     try:
         engine = get_engine(settings.database_url)
         return execute_run(engine, run_id, settings, owner, worker=self.request.hostname)
+    except DeviceFault as fault:
+        leave_device_queues(self.app, self.request.hostname, fault.device, fault.auto_device)
+        return None
     except (DatabaseError, *INFRASTRUCTURE_ERRORS) as exc:
         if isinstance(exc, DatabaseError) and exc.__cause__ is None:
             raise  # the schema is not the one expq needs: no retry helps

@@ -8,11 +8,13 @@ import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support import poll, queue_runs, run_row
 
+INJECT = str(Path(__file__).parent / "inject")
 # A short fleet: a lost attempt is recovered within LEASE + REAP seconds. Ten heartbeats a
 # lease: a loaded CI machine whose database stalls for a second must not lose live leases.
 FAULT_ENV = {
@@ -22,6 +24,8 @@ FAULT_ENV = {
 }
 # A fault whose recovery must not depend on the database the fleet shares.
 ON_EACH_DATABASE = pytest.mark.parametrize("fleet", ["sqlite", "postgresql"], indirect=True)
+# A fault the broker sees, on Redis and on RabbitMQ.
+ON_EACH_BROKER = pytest.mark.parametrize("fleet_broker", ["redis", "rabbitmq"])
 # About 20 ms an epoch on one CPU core; T = 1, so an epoch writes 2 x (1 + 1) loss rows.
 QUICK = {"task": "sentiment", "model": "rnn", "samples": 200, "hidden": 16}
 
@@ -39,12 +43,29 @@ class Fleet:
 
         self.engine = get_engine(self.database_url)
 
-    def worker(self, concurrency: int = 1, **env: str) -> subprocess.Popen:
-        """A worker at INFO, so that tests can wait for what it logs."""
+    def worker(
+        self, concurrency: int = 1, inject: str | None = None, **env: str
+    ) -> subprocess.Popen:
+        """A worker at INFO, so that tests can wait for what it logs; `inject` names a fault
+        for its training processes (tests/faults/inject/sitecustomize.py)."""
+        if inject is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [INJECT, os.environ.get("PYTHONPATH")])
+            )
+            env["EXPQ_TEST_INJECT"] = inject
+            env["EXPQ_TEST_INJECT_MARKER"] = self.marker(inject)
         return self.start_worker({**self.env, **env}, concurrency, loglevel="INFO")
+
+    def marker(self, inject: str) -> str:
+        """The file an injected fault creates when it strikes."""
+        Path(self.env["EXPQ_HOME"]).mkdir(parents=True, exist_ok=True)
+        return f"{self.env['EXPQ_HOME']}/injected-{inject.partition('@')[0]}"
 
     def submit(self, *specs: dict, **new: Any) -> list[int]:
         return queue_runs(self.database_url, self.broker_url, *specs, **new)
+
+    def waiting(self, queue: str = "cpu") -> list[int]:
+        return waiting_run_ids(self.broker_url, queue)
 
     def run(self, run_id: int):  # noqa: ANN201
         return run_row(self.engine, run_id)
@@ -129,13 +150,28 @@ def freeze_inside_a_write(engine, pid: int, run_id: int) -> None:  # noqa: ANN00
     poll(frozen_inside, 60, f"process {pid} frozen inside a write of run {run_id}", interval=0)
 
 
-def waiting_run_ids(client) -> list[int]:  # noqa: ANN001 - a redis.Redis
-    """The run id of every train message waiting in the broker's cpu queue, all levels."""
+def waiting_run_ids(broker_url: str, queue: str = "cpu") -> list[int]:
+    """The run id of every train message waiting in the broker's queue, all levels, in no
+    particular order. RabbitMQ shows a message only by delivering it: each is taken unacked
+    and goes back when the channel closes."""
     import base64
     import json
 
+    if broker_url.startswith("amqp"):
+        from kombu import Connection
+
+        with Connection(broker_url) as connection:
+            channel = connection.channel()
+            ids = []
+            while (message := channel.basic_get(queue, no_ack=False)) is not None:
+                ids.append(json.loads(message.body)[0][0])
+            channel.close()
+        return ids
+    import redis
+
+    client = redis.Redis.from_url(broker_url)
     ids = []
-    for key in client.keys("cpu*"):
+    for key in client.keys(f"{queue}*"):
         if client.type(key) == b"list":
             for raw in client.lrange(key, 0, -1):
                 ids.append(json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0])

@@ -173,3 +173,64 @@ def test_a_worker_frozen_inside_a_write_stalls_no_other_run(fleet) -> None:  # n
         cancel_run(fleet.engine, run_id)
         fleet.wait_status(run_id, "cancelled")
     assert_settled(fleet.engine, [stuck, other])
+
+
+PROGRESS_TIMEOUT = 10.0  # above a training process's set-up on a loaded machine
+
+
+def test_a_hung_training_process_loses_its_lease_and_the_run_trains_again(fleet) -> None:  # noqa: ANN001
+    """Its second epoch blocks forever while its heartbeat thread lives on: without a batch for
+    EXPQ_PROGRESS_TIMEOUT_SECONDS the heartbeat stops renewing and ends the process, and the
+    run is queued again within that bound, not a lease later, nor never."""
+    worker = fleet.worker(inject="hang@2", EXPQ_PROGRESS_TIMEOUT_SECONDS=str(PROGRESS_TIMEOUT))
+    (run_id,) = fleet.submit({**QUICK, "epochs": 5})
+    again = poll(lambda: (run := fleet.run(run_id)).attempt >= 2 and run, 120, "attempt 2")
+    hung = os.path.getmtime(fleet.marker("hang"))
+    waited = again.queued_at.timestamp() - hung
+    assert PROGRESS_TIMEOUT - 1 < waited < PROGRESS_TIMEOUT + HEARTBEAT + SLACK, waited
+    done = fleet.wait_status(run_id, "succeeded")
+    assert done.attempt == 2 and done.error is None
+    assert_settled(fleet.engine, [run_id])
+    given_up = f"run {run_id} attempt 1: training made no progress for"
+    assert log_has(worker.log_path, given_up)
+    assert worker.poll() is None
+
+
+def test_a_worker_whose_renewals_fail_past_the_lease_stops_training(fleet) -> None:  # noqa: ANN001
+    """Every renewal of the first attempt fails (a database its heartbeat cannot reach) and no
+    reaper passes to take the run back (its period is an hour here): the worker stops that
+    training itself once the lease has run out unrenewed, instead of training on."""
+    worker = fleet.worker(inject="renew", EXPQ_REAP_SECONDS="3600")
+    (run_id,) = fleet.submit({**QUICK, "epochs": 10_000})
+    started = fleet.wait_attempt(run_id, 1).started_at.timestamp()
+    stopped = f"run {run_id} attempt 1: lease renewals failed for"
+    poll(lambda: log_has(worker.log_path, stopped), 120, "the worker to stop the run")
+    assert time.time() - started < LEASE + HEARTBEAT + SLACK
+    gone = f"run {run_id} attempt 1: lease lost; stopped without further writes"
+    poll(lambda: log_has(worker.log_path, gone), 30, "the training to end")
+    run = fleet.run(run_id)
+    assert (run.status, run.attempt) == ("running", 1) and run.epochs_done < 10_000
+    assert run.lease_expires_at.timestamp() < time.time()  # nobody renewed it, nobody took it
+    cancel_run(fleet.engine, run_id)
+    assert_settled(fleet.engine, [run_id])
+    assert worker.poll() is None
+
+
+def test_a_device_fault_ends_the_attempt_and_the_worker_leaves_the_device(fleet) -> None:  # noqa: ANN001
+    """A broken GPU's error (injected on CPU) is the machine's, not the run's: the run goes back
+    to the queue and trains elsewhere; the sick worker stops consuming the queues of that
+    device, so the runs after it train elsewhere too, not fail there one by one."""
+    sick = fleet.worker(inject="device@2")
+    (run_id,) = fleet.submit({**QUICK, "epochs": 5})
+    fleet.wait_attempt(run_id, 1)
+    poll(lambda: os.path.exists(fleet.marker("device")), 60, "the device fault")
+    healthy = fleet.worker()
+    done = fleet.wait_status(run_id, "succeeded")
+    assert done.attempt == 2 and done.error is None
+    assert log_has(sick.log_path, "device fault on cpu: AcceleratorError: CUDA error")
+    assert log_has(sick.log_path, "device cpu is broken; no longer consuming cpu")
+    later = fleet.submit(*[{**QUICK, "epochs": 2, "seed": seed} for seed in range(3)])
+    names = {fleet.wait_status(other, "succeeded").worker for other in later}
+    assert names == {done.worker}  # the healthy worker's
+    assert_settled(fleet.engine, [run_id, *later])
+    assert sick.poll() is None and healthy.poll() is None

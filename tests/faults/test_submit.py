@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faults.fleet import QUICK, Fleet, waiting_run_ids
+from faults.fleet import ON_EACH_BROKER, QUICK, Fleet
 from support import assert_settled, expq_env, free_port, run_cli
 
 pytestmark = pytest.mark.integration
@@ -20,12 +20,7 @@ pytestmark = pytest.mark.integration
 SUBMIT = ["submit", "--task", "sentiment", "--model", "rnn", "--samples", "200", "--device", "cpu"]
 
 
-def _messages(redis_url: str) -> list[int]:
-    import redis
-
-    return waiting_run_ids(redis.Redis.from_url(redis_url))
-
-
+@ON_EACH_BROKER
 def test_concurrent_submits_with_one_key_make_one_run_and_one_message(fleet: Fleet) -> None:
     command = [sys.executable, "-m", "service", *SUBMIT, "--epochs", "2"]
     command += ["--idempotency-key", "sweep-7/seed-1", "--json"]
@@ -36,18 +31,19 @@ def test_concurrent_submits_with_one_key_make_one_run_and_one_message(fleet: Fle
     outputs = [process.communicate(timeout=120) for process in submitters]
     assert all(process.returncode == 0 for process in submitters), outputs
     (run_id,) = {json.loads(stdout)["id"] for stdout, _ in outputs}
-    assert _messages(fleet.broker_url) == [run_id]
+    assert fleet.waiting() == [run_id]
 
     other = run_cli(fleet.env, *SUBMIT, "--epochs", "3", "--idempotency-key", "sweep-7/seed-1")
     assert other.returncode == 2
     assert "already names run" in other.stderr and "other parameters" in other.stderr
-    assert _messages(fleet.broker_url) == [run_id]
+    assert fleet.waiting() == [run_id]
 
     fleet.worker()
     assert fleet.wait_status(run_id, "succeeded").attempt == 1
     assert_settled(fleet.engine, [run_id])
 
 
+@ON_EACH_BROKER
 def test_racing_threads_with_one_key_make_one_run_and_one_message(fleet: Fleet) -> None:
     """The same race, lined up on a barrier so that the inserts really collide."""
     from service.store import NewRun
@@ -72,7 +68,7 @@ def test_racing_threads_with_one_key_make_one_run_and_one_message(fleet: Fleet) 
     for thread in threads:
         thread.join(60)
     assert not errors and len(set(found)) == 1 and len(found) == 8
-    assert _messages(fleet.broker_url) == found[:1]
+    assert fleet.waiting() == found[:1]
 
 
 class _Silent:
@@ -97,13 +93,15 @@ class _Silent:
             connection.close()
 
 
+@pytest.mark.parametrize("scheme", ["redis", "amqp"])
 @pytest.mark.parametrize("broker", ["refused", "silent"])
 def test_submit_with_the_broker_down_fails_fast_and_leaves_no_run(
-    broker: str, postgresql_url: str, tmp_path: Path
+    broker: str, scheme: str, postgresql_url: str, tmp_path: Path
 ) -> None:
     silent = _Silent() if broker == "silent" else None
     port = silent.port if silent else free_port()
-    env = expq_env(tmp_path, postgresql_url, f"redis://:hunter2@127.0.0.1:{port}/0")
+    url = f"{scheme}://expq:hunter2@127.0.0.1:{port}/0"
+    env = expq_env(tmp_path, postgresql_url, url)
     try:
         started = time.monotonic()
         result = run_cli(env, *SUBMIT, "--epochs", "2", "--json")
@@ -113,7 +111,7 @@ def test_submit_with_the_broker_down_fails_fast_and_leaves_no_run(
             silent.close()
     assert result.returncode == 1 and result.stdout == ""
     assert elapsed < 10, elapsed
-    assert result.stderr.startswith("Error: broker unreachable at redis://:***@127.0.0.1:")
+    assert result.stderr.startswith(f"Error: broker unreachable at {scheme}://expq:***@127.0.0.1:")
     assert len(result.stderr.strip().splitlines()) == 1 and "hunter2" not in result.stderr
     listed = run_cli(env, "runs", "list", "--format", "json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []

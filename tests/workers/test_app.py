@@ -1,4 +1,4 @@
-"""The Celery app's configuration: TLS, redelivery and priorities on the Redis transport."""
+"""The Celery app's configuration: TLS, redelivery, acks and priorities on each broker."""
 
 from __future__ import annotations
 
@@ -52,3 +52,36 @@ def test_priority_9_is_served_first_and_fifo_within_a_level(embedded_broker_url:
             while len(received) < len(sent):
                 connection.drain_events(timeout=5)
     assert received == [2, 4, 3, 6, 1, 5]
+
+
+def test_priorities_are_native_on_rabbitmq(rabbitmq_url: str) -> None:
+    """The queue is declared durable with x-max-priority 9; 9 is served first, in order within
+    a level, and the number travels unflipped."""
+    app = make_app(rabbitmq_url)
+    sent = [(1, 0), (2, 9), (3, 5), (4, 9), (5, 0), (6, 5)]
+    for run_id, priority in sent:
+        publish_run(app, run_id, "cpu", priority)
+    queue = app.amqp.queues["cpu"]
+    assert queue.durable and queue.queue_arguments == {"x-max-priority": 9}
+    received: list[tuple[int, int]] = []
+
+    def take(body, message) -> None:  # noqa: ANN001
+        received.append((body[0][0], message.properties["priority"]))
+        assert message.properties["delivery_mode"] == 2  # persistent
+        message.ack()
+
+    with Connection(rabbitmq_url) as connection:
+        with Consumer(connection, [queue], callbacks=[take], accept=["json"], prefetch_count=1):
+            while len(received) < len(sent):
+                connection.drain_events(timeout=5)
+    assert received == [(2, 9), (4, 9), (3, 5), (6, 5), (1, 0), (5, 0)]
+
+
+def test_a_train_message_is_acked_when_it_starts_not_when_it_ends() -> None:
+    """The lease owns a run: a run longer than RabbitMQ's consumer timeout must not hold its
+    message unacknowledged (celery#6760). On Redis a busy worker reserves nothing more."""
+    for url, redis in (("redis://127.0.0.1:1/0", True), ("amqp://127.0.0.1:1//", False)):
+        conf = make_app(url).conf
+        assert conf.task_acks_late is False and conf.worker_prefetch_multiplier == 1
+        assert conf.broker_channel_error_retry is True
+        assert conf.worker_disable_prefetch is redis

@@ -1,4 +1,4 @@
-"""A real worker on real Redis and PostgreSQL: priorities as the worker serves them, and
+"""A real worker on each real broker and PostgreSQL: priorities as the worker serves them, and
 `expq workers` as a user sees the fleet."""
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ QUICK = {"task": "binary", "model": "mlp", "samples": 50, "epochs": 1}
 
 def test_a_worker_serves_the_most_urgent_runs_first(
     postgresql_url: str,
-    redis_url: str,
+    broker_url: str,
     tmp_path: Path,
     worker_factory,  # noqa: ANN001
 ) -> None:
     priorities = [0, 9, 5, 9, 1, 5, 0]
     run_ids = [
-        queue_runs(postgresql_url, redis_url, QUICK, priority=priority)[0]
+        queue_runs(postgresql_url, broker_url, QUICK, priority=priority)[0]
         for priority in priorities
     ]
-    worker_factory(expq_env(tmp_path, postgresql_url, redis_url))  # one pool process
+    worker_factory(expq_env(tmp_path, postgresql_url, broker_url))  # one pool process
     from service.db import get_engine
 
     engine = get_engine(postgresql_url)
@@ -42,13 +42,13 @@ def test_a_worker_serves_the_most_urgent_runs_first(
 
 def test_expq_workers_lists_the_live_fleet(
     postgresql_url: str,
-    redis_url: str,
+    broker_url: str,
     tmp_path: Path,
     worker_factory,  # noqa: ANN001
 ) -> None:
-    env = expq_env(tmp_path, postgresql_url, redis_url)
+    env = expq_env(tmp_path, postgresql_url, broker_url)
     worker_factory(env, concurrency=2)
-    (run_id,) = queue_runs(postgresql_url, redis_url, {**QUICK, "epochs": 10_000})
+    (run_id,) = queue_runs(postgresql_url, broker_url, {**QUICK, "epochs": 10_000})
     from service.db import get_engine
 
     engine = get_engine(postgresql_url)
@@ -64,8 +64,8 @@ def test_expq_workers_lists_the_live_fleet(
     assert run_cli(env, "runs", "cancel", str(run_id)).returncode == 0
 
 
-def test_expq_workers_with_no_fleet_or_no_broker(tmp_path: Path, redis_url: str) -> None:
-    env = expq_env(tmp_path, f"sqlite:///{tmp_path / 'x.db'}", redis_url)
+def test_expq_workers_with_no_fleet_or_no_broker(tmp_path: Path, broker_url: str) -> None:
+    env = expq_env(tmp_path, f"sqlite:///{tmp_path / 'x.db'}", broker_url)
     empty = run_cli(env, "workers", "--timeout", "0.5", "--format", "json")
     assert empty.returncode == 0 and json.loads(empty.stdout) == []
     table = run_cli(env, "workers", "--timeout", "0.5")
@@ -78,17 +78,17 @@ def test_expq_workers_with_no_fleet_or_no_broker(tmp_path: Path, redis_url: str)
 
 def test_each_run_names_the_worker_that_trained_it(
     postgresql_url: str,
-    redis_url: str,
+    broker_url: str,
     tmp_path: Path,
     worker_factory,  # noqa: ANN001
 ) -> None:
     """Two workers on one host: the runs' worker column tells them apart, by the names
     `expq workers` lists."""
-    env = expq_env(tmp_path, postgresql_url, redis_url)
+    env = expq_env(tmp_path, postgresql_url, broker_url)
     worker_factory(env)
     worker_factory(env)
     run_ids = queue_runs(
-        postgresql_url, redis_url, *[{**QUICK, "epochs": 10_000, "seed": s} for s in (1, 2)]
+        postgresql_url, broker_url, *[{**QUICK, "epochs": 10_000, "seed": s} for s in (1, 2)]
     )
     from service.db import get_engine
 
@@ -105,3 +105,31 @@ def test_each_run_names_the_worker_that_trained_it(
     assert {run["worker"]: [run["id"]] for run in shown} == training
     for run_id in run_ids:
         assert run_cli(env, "runs", "cancel", str(run_id)).returncode == 0
+
+
+def test_submit_sweep_and_cancel_through_the_cli(
+    postgresql_url: str,
+    broker_url: str,
+    tmp_path: Path,
+    worker_factory,  # noqa: ANN001
+) -> None:
+    """What a user does, on each broker: a sweep and a submit, trained by a worker; a cancel
+    stops the long run."""
+    env = expq_env(tmp_path, postgresql_url, broker_url)
+    common = ["--task", "binary", "--model", "mlp", "--samples", "50", "--device", "cpu"]
+    swept = run_cli(env, "sweep", *common, "--epochs", "1", "--lr", "0.01,0.1", "--json")
+    assert swept.returncode == 0, swept.stderr
+    long = run_cli(env, "submit", *common, "--epochs", "10000", "--priority", "9", "--json")
+    assert long.returncode == 0, long.stderr
+    sweep_ids = [run["id"] for run in json.loads(swept.stdout)]
+    long_id = json.loads(long.stdout)["id"]
+    worker_factory(env, concurrency=2)
+    from service.db import get_engine
+
+    engine = get_engine(postgresql_url)
+    poll(lambda: run_row(engine, long_id).status == "running", 60, "the long run to start")
+    for run_id in sweep_ids:
+        poll(lambda: run_row(engine, run_id).status == "succeeded", 60, f"run {run_id}")  # noqa: B023
+    assert run_cli(env, "runs", "cancel", str(long_id)).returncode == 0
+    poll(lambda: run_row(engine, long_id).status == "cancelled", 30, "the cancel")
+    assert run_row(engine, long_id).attempt == 1

@@ -19,7 +19,7 @@ from service.records import utcnow
 from service.schema import Run
 from service.store import get_run
 from workers.app import make_app
-from workers.dispatch import broker_backlog, publish_run
+from workers.dispatch import broker_backlog, held_run_ids, publish_run
 from workers.reaper import Reaper, reconcile_once
 
 
@@ -56,22 +56,48 @@ def test_a_released_lease_is_queued_again_and_published(setup) -> None:  # noqa:
 
 
 def test_only_a_lost_message_is_published_again(setup) -> None:  # noqa: ANN001
+    """Redis: the reaper reads which runs have a message, at every priority level."""
     settings, engine, app = setup
     waiting = [new_run(engine) for _ in range(3)]
-    for run in waiting:
-        publish_run(app, run.id, "cpu")
+    for priority, run in enumerate(waiting):
+        publish_run(app, run.id, "cpu", priority * 4)
         _age(engine, run.id)
+    assert held_run_ids(app, "cpu") == {run.id for run in waiting}
     assert reconcile_once(app, settings) == []  # a backlog older than resend_after, all there
 
     lost = new_run(engine)  # inserted, then the submitter died before publishing
     _age(engine, lost.id)
+    assert [d.run_id for d in reconcile_once(app, settings)] == [lost.id]
+    assert broker_backlog(app, "cpu")[0] == 3 + 1
+    assert held_run_ids(app, "cpu") == {run.id for run in [*waiting, lost]}
+    assert reconcile_once(app, settings) == []
+
+
+def test_on_rabbitmq_a_shortfall_publishes_every_stale_run(
+    tmp_path: Path, sqlite_url: str, rabbitmq_url: str
+) -> None:
+    """RabbitMQ cannot show a message without delivering it: the count of waiting messages
+    falls short of the queued runs, so each stale run is published again, the lost one among
+    them (the claim drops the duplicates), and once a period only."""
+    settings = Settings(home=tmp_path, database_url=sqlite_url, broker_url=rabbitmq_url)
+    engine, app = get_engine(sqlite_url), make_app(rabbitmq_url)
+    waiting = [new_run(engine) for _ in range(3)]
+    for run in waiting:
+        publish_run(app, run.id, "cpu")
+        _age(engine, run.id)
+    assert held_run_ids(app, "cpu") is None
+    # A publish is not confirmed: the count follows it within moments.
+    poll(lambda: broker_backlog(app, "cpu")[0] == 3, 10, "3 messages")
+    assert reconcile_once(app, settings) == []
+    lost = new_run(engine)
+    _age(engine, lost.id)
     resent = reconcile_once(app, settings)
     assert sorted(d.run_id for d in resent) == sorted(r.id for r in [*waiting, lost])
-    assert broker_backlog(app, "cpu")[0] == 3 + 4  # duplicates, dropped by the claim later
-    assert reconcile_once(app, settings) == []  # each stale run is published once a period
+    poll(lambda: broker_backlog(app, "cpu")[0] == 3 + 4, 10, "7 messages")
+    assert reconcile_once(app, settings) == []
 
 
-def test_a_message_delivered_but_not_yet_claimed_still_counts(setup) -> None:  # noqa: ANN001
+def test_a_message_delivered_but_not_yet_acked_still_counts(setup) -> None:  # noqa: ANN001
     settings, engine, app = setup
     run = new_run(engine)
     publish_run(app, run.id, "cpu")
@@ -82,6 +108,7 @@ def test_a_message_delivered_but_not_yet_claimed_still_counts(setup) -> None:  #
         with Consumer(connection, [Queue("cpu")], callbacks=[lambda b, m: held.append(m)]):
             connection.drain_events(timeout=5)  # taken by a "worker", not acked
         assert broker_backlog(app, "cpu") == (0, [run.id])
+        assert held_run_ids(app, "cpu") == {run.id}
         assert reconcile_once(app, settings) == []
 
 
@@ -116,7 +143,7 @@ def test_a_broker_that_cannot_count_gets_no_resends(setup, monkeypatch: pytest.M
     def loading(*_args):  # noqa: ANN202
         raise redis_client.BusyLoadingError("Redis is loading the dataset in memory")
 
-    monkeypatch.setattr(module, "broker_backlog", loading)
+    monkeypatch.setattr(module, "held_run_ids", loading)
     assert reconcile_once(app, settings) == []
     monkeypatch.undo()
     assert [d.run_id for d in reconcile_once(app, settings)] == [run.id]  # it was lost after all

@@ -206,3 +206,117 @@ def test_a_run_records_the_node_name_of_its_worker(sqlite_engine, settings: Sett
     run_id = _queue(sqlite_engine, task="binary", model="mlp", epochs=1)
     assert execute_run(sqlite_engine, run_id, settings, worker="expq-1a2b3c@host") == "succeeded"
     assert get_run(sqlite_engine, run_id).worker == "expq-1a2b3c@host"
+
+
+def _failing(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
+    import models.training as training
+
+    def broken(*_args, **_kwargs):  # noqa: ANN202
+        raise exc
+
+    monkeypatch.setattr(training, "_train_epoch", broken)
+
+
+def test_a_device_fault_ends_the_attempt_not_the_run(
+    sqlite_engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    import torch
+
+    from service.lifecycle import reap_expired_leases
+    from workers.runner import DeviceFault
+
+    _failing(monkeypatch, torch.AcceleratorError("CUDA error: an illegal memory access"))
+    run_id = _queue(sqlite_engine, task="binary", model="mlp")
+    with pytest.raises(DeviceFault) as caught:
+        execute_run(sqlite_engine, run_id, settings)
+    assert caught.value.device == "cpu"
+    reason = "device fault on cpu: AcceleratorError: CUDA error: an illegal memory access"
+    run = run_row(sqlite_engine, run_id)
+    assert (run.status, run.error) == ("running", reason)  # its lease given back at once
+    assert [d.run_id for d in reap_expired_leases(sqlite_engine)] == [run_id]
+    assert get_run(sqlite_engine, run_id).status == "queued"
+
+
+@pytest.mark.parametrize(
+    ("error", "device"),
+    [
+        ("AcceleratorError:CUDA error: unspecified launch failure", True),
+        ("RuntimeError:CUDA error: uncorrectable ECC error encountered", True),
+        (
+            "RuntimeError:CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasSgemm( handle, ...)`",
+            True,
+        ),
+        ("RuntimeError:cuDNN error: CUDNN_STATUS_INTERNAL_ERROR", True),
+        ("AcceleratorError:CUDA error: device-side assert triggered", False),
+        ("OutOfMemoryError:CUDA out of memory. Tried to allocate 2.00 GiB", False),
+        ("RuntimeError:CUDA error: out of memory", False),
+        ("RuntimeError:mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)", False),
+        ("ValueError:Expected input batch_size (4) to match target batch_size (3)", False),
+    ],
+)
+def test_which_errors_are_the_devices(error: str, device: bool) -> None:
+    from workers.runner import is_device_fault
+
+    name, _, message = error.partition(":")
+    exc = type(name, (RuntimeError,), {})(message)
+    assert is_device_fault(exc) is device
+
+
+def test_a_deterministic_error_on_the_device_still_fails_the_run(
+    sqlite_engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    import torch
+
+    _failing(monkeypatch, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB"))
+    run_id = _queue(sqlite_engine, task="binary", model="mlp")
+    assert execute_run(sqlite_engine, run_id, settings) == "failed"
+    assert get_run(sqlite_engine, run_id).error.startswith("OutOfMemoryError: CUDA out of memory")
+
+
+def test_the_queues_a_broken_device_leaves() -> None:
+    from workers.control import device_queues
+
+    assert device_queues("cuda", auto_device="cuda") == ["gpu", "auto"]
+    assert device_queues("cpu", auto_device="cuda") == ["cpu"]
+    assert device_queues("cpu", auto_device="cpu") == ["cpu", "auto"]
+
+
+def test_a_hung_training_gives_its_lease_back_before_its_process_ends(
+    sqlite_engine,
+    tmp_path: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    """`on_hung` stands for the end of the process (os._exit in a worker): by then the run's
+    lease has been released with the reason, so the reaper need not wait for the death."""
+    import models.training as training
+
+    unblock, seen = threading.Event(), []
+
+    def hangs(*_args, **_kwargs):  # noqa: ANN202
+        unblock.wait(30)
+        raise RuntimeError("the process would be gone by now")
+
+    def ended(reason: str) -> None:
+        seen.append((reason, run_row(sqlite_engine, run_id)))
+        unblock.set()
+
+    monkeypatch.setattr(training, "_train_epoch", hangs)
+    settings = Settings(
+        home=tmp_path,
+        database_url=sqlite_url,
+        broker_url="redis://unused",
+        heartbeat_seconds=0.1,
+        lease_seconds=30,
+        progress_timeout_seconds=1,
+    )
+    run_id = _queue(sqlite_engine, task="binary", model="mlp")
+    execute_run(sqlite_engine, run_id, settings, on_hung=ended)
+    [(reason, run)] = seen
+    assert reason.startswith("training made no progress for")
+    assert run.error == f"{reason}; its process was ended"
+    assert run.lease_expires_at.timestamp() < run.started_at.timestamp() + 30  # released

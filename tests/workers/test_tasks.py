@@ -47,6 +47,10 @@ def test_only_a_positive_integer_run_id_is_accepted(args: list, expected: int | 
             "the training process died: signal 11 (SIGSEGV)",
         ),
         ("Worker exited prematurely: exitcode 70.", "the training process died: exitcode 70"),
+        (
+            "Worker exited prematurely: exitcode 75 Job: 2.",
+            "training made no progress for 300 s; its process was ended",
+        ),
     ],
 )
 def test_a_dead_pool_process_is_described_for_the_run(message: str, reason: str) -> None:

@@ -1,0 +1,240 @@
+"""The campaign's own PostgreSQL and Redis, in a temporary folder and on free ports: the
+nemesis restarts, stalls and kills them, so they are never the shared ones."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_USER = "postgres"
+START_TIMEOUT_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+def _wait(ready, what: str, timeout: float = START_TIMEOUT_SECONDS) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start within {timeout:g} s")
+        time.sleep(0.1)
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not versions:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed")
+    return str(versions[-1])
+
+
+@dataclass
+class Postgres:
+    """A private cluster listening on every address (the workers reach it over the bridge),
+    in a folder of its own under the system's temporary folder: PostgreSQL's user must pass
+    through every folder above its data, which a test's tmp_path (mode 0700) does not allow."""
+
+    root: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="expq-chaos-pg-", dir="/tmp"))
+    )
+    port: int = field(default_factory=free_port)
+
+    @property
+    def data(self) -> Path:
+        return self.root / "pgdata"
+
+    def url(self, host: str = "127.0.0.1") -> str:
+        return f"postgresql+psycopg://{PG_USER}@{host}:{self.port}/postgres"
+
+    def _as_postgres(self, *command: str) -> subprocess.CompletedProcess:
+        user = pwd.getpwnam(PG_USER) if os.geteuid() == 0 else None
+        return subprocess.run(
+            list(command),
+            check=True,
+            capture_output=True,
+            text=True,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+        )
+
+    def create(self) -> Postgres:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(PG_USER)
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+        self._as_postgres(
+            _pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", PG_USER, "--no-sync"
+        )
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write("host all all 0.0.0.0/0 trust\n")
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"port = {self.port}\nlisten_addresses = '*'\n"
+                f"unix_socket_directories = '{self.root}'\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                "max_connections = 200\nlog_min_messages = warning\n"
+            )
+        self.start()
+        return self
+
+    def _ctl(self, *args: str) -> None:
+        self._as_postgres(
+            _pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "pg.log"), *args
+        )
+
+    def start(self) -> None:
+        self._ctl("-w", "-t", str(START_TIMEOUT_SECONDS), "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("-w", "-m", mode, "stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists() and _answers(self.port)
+
+    def terminate_backends(self, client_address: str | None = None) -> int:
+        """pg_terminate_backend every client session (of one address when given); how many."""
+        import psycopg
+
+        where = "backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        params: tuple = ()
+        if client_address:
+            where += " AND client_addr = %s"
+            params = (client_address,)
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user={PG_USER} dbname=postgres", autocommit=True
+        ) as connection:
+            rows = connection.execute(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {where}", params
+            ).fetchall()
+        return len(rows)
+
+    def destroy(self) -> None:
+        try:
+            self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class Redis:
+    """A private redis-server; `--protected-mode no` lets namespaced workers in."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    def url(self, host: str = "127.0.0.1") -> str:
+        return f"redis://{host}:{self.port}/0"
+
+    def start(self) -> Redis:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                "redis-server", "--port", str(self.port), "--bind", "0.0.0.0",
+                "--protected-mode", "no", "--save", "", "--appendonly", "yes",
+                "--dir", str(self.root), "--logfile", str(self.root / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait(lambda: _answers(self.port), f"redis-server on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def pause(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
+    destroy = stop
+
+
+@dataclass
+class Forwarder:
+    """Pipes connections made to `host`:`port` through to a service on loopback: how the
+    namespaced workers reach the shared RabbitMQ, which listens on 127.0.0.1 only."""
+
+    host: str
+    target_port: int
+    port: int = field(default_factory=free_port)
+    _listener: socket.socket | None = None
+    _open: list[socket.socket] = field(default_factory=list)
+
+    def start(self) -> Forwarder:
+        self._listener = socket.create_server((self.host, self.port))
+        threading.Thread(target=self._accept, daemon=True, name="forwarder").start()
+        return self
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # stopped
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        for connection in self._open:
+            connection.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
