@@ -228,6 +228,8 @@ class TcpProxy:
         import socket
         import threading
 
+        from benchmarks.chaos.services import pump
+
         while True:
             try:
                 client, _ = server.accept()
@@ -239,21 +241,7 @@ class TcpProxy:
                 client.close()
                 continue
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source, sink) -> None:  # noqa: ANN001 - sockets
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                try:
-                    end.shutdown(2)
-                except OSError:
-                    pass
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
 
 def queue_runs(database_url: str, broker_url: str, *specs: dict, **new: Any) -> list[int]:

@@ -217,7 +217,7 @@ class Forwarder:
             upstream.settimeout(None)
             self._open += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+                threading.Thread(target=pump, args=(source, sink), daemon=True).start()
 
     def stop(self) -> None:
         if self._listener is not None:
@@ -226,7 +226,8 @@ class Forwarder:
             connection.close()
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy bytes from `source` to `sink` until either end closes, then shut both down."""
     try:
         while data := source.recv(65536):
             sink.sendall(data)
