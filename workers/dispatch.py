@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 from celery import Celery
 from kombu import Producer
@@ -59,18 +60,23 @@ def broker_backlog(app: Celery, queue: str) -> tuple[int, list[int]]:
         return waiting, _unacked_run_ids(channel, queue)
 
 
-def held_run_ids(app: Celery, queue: str) -> set[int] | None:
+def held_run_ids(app: Celery, queue: str, delivered_within: float) -> set[int] | None:
     """The run ids of every train message the broker holds for `queue`: waiting at any
-    priority level, or delivered to a worker and not yet acked. None where the broker cannot
-    list its messages without consuming them (RabbitMQ).
+    priority level, or delivered to a worker in the last `delivered_within` seconds and not
+    yet acked. None where the broker cannot list its messages without consuming them
+    (RabbitMQ).
 
-    A message that a worker is moving from the list to its unacked hash is in neither for a
-    moment: a run missing from the answer may still have its message, never the reverse."""
+    A worker acks a run's message as it starts it and takes no message it cannot start at
+    once, so one delivered longer ago and still unacked is an orphan: its consumer was killed,
+    or lost the broker (a restart) before it could put the message back, and the transport
+    restores it only after the visibility timeout (an hour). A message that a worker is moving
+    from the list to its unacked hash is in neither for a moment: a run missing from the
+    answer may still have its message, never the reverse."""
     if not is_redis(app.conf.broker_url):
         return None
     with app.pool.acquire(block=True, timeout=5) as connection:
         channel = connection.default_channel
-        held = set(_unacked_run_ids(channel, queue))
+        held = set(_unacked_run_ids(channel, queue, time.time() - delivered_within))
         for level in channel.priority_steps:
             for raw in channel.client.lrange(channel._q_for_pri(queue, level), 0, -1):
                 run_id = _run_id(json.loads(raw))
@@ -89,15 +95,19 @@ def _run_id(message: dict) -> int | None:
         return None  # not one of ours
 
 
-def _unacked_run_ids(channel, queue: str) -> list[int]:  # noqa: ANN001 - a kombu channel
+def _unacked_run_ids(channel, queue: str, delivered_after: float = 0.0) -> list[int]:  # noqa: ANN001 - a kombu channel
     """kombu's Redis transport keeps each delivered, unacked message in one hash until the ack
-    (or until it is restored after the visibility timeout): [message, exchange, routing key].
-    Other transports have no such hash: nothing is counted as in flight there."""
+    (or until it is restored after the visibility timeout): [message, exchange, routing key],
+    and its delivery time in a sorted set. Those delivered after `delivered_after` (epoch
+    seconds) count. Other transports have no such hash: nothing is counted as in flight there."""
     key, client = getattr(channel, "unacked_key", None), getattr(channel, "client", None)
     if key is None or client is None:
         return []
+    tags = client.zrangebyscore(channel.unacked_index_key, delivered_after, "+inf")
     run_ids = []
-    for raw in client.hvals(key):
+    for raw in client.hmget(key, tags) if tags else []:
+        if raw is None:
+            continue  # acked between the two reads
         try:
             message, _exchange, routing_key = json.loads(raw)
         except (ValueError, TypeError):

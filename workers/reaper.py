@@ -80,7 +80,7 @@ def _resend_missing(
     older_than: timedelta,  # noqa: ANN001
 ) -> list[Dispatch]:
     """The stale queued runs of `queue` to publish again, each taken by this reaper alone."""
-    held = held_run_ids(app, queue)
+    held = held_run_ids(app, queue, older_than.total_seconds())
     if held is not None:
         missing = [
             run_id for run_id in stale_run_ids(engine, queue, older_than) if run_id not in held

@@ -4,6 +4,7 @@ it publishes again, and what it leaves alone."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -62,14 +63,14 @@ def test_only_a_lost_message_is_published_again(setup) -> None:  # noqa: ANN001
     for priority, run in enumerate(waiting):
         publish_run(app, run.id, "cpu", priority * 4)
         _age(engine, run.id)
-    assert held_run_ids(app, "cpu") == {run.id for run in waiting}
+    assert held_run_ids(app, "cpu", 60) == {run.id for run in waiting}
     assert reconcile_once(app, settings) == []  # a backlog older than resend_after, all there
 
     lost = new_run(engine)  # inserted, then the submitter died before publishing
     _age(engine, lost.id)
     assert [d.run_id for d in reconcile_once(app, settings)] == [lost.id]
     assert broker_backlog(app, "cpu")[0] == 3 + 1
-    assert held_run_ids(app, "cpu") == {run.id for run in [*waiting, lost]}
+    assert held_run_ids(app, "cpu", 60) == {run.id for run in [*waiting, lost]}
     assert reconcile_once(app, settings) == []
 
 
@@ -85,7 +86,7 @@ def test_on_rabbitmq_a_shortfall_publishes_every_stale_run(
     for run in waiting:
         publish_run(app, run.id, "cpu")
         _age(engine, run.id)
-    assert held_run_ids(app, "cpu") is None
+    assert held_run_ids(app, "cpu", 60) is None
     # A publish is not confirmed: the count follows it within moments.
     poll(lambda: broker_backlog(app, "cpu")[0] == 3, 10, "3 messages")
     assert reconcile_once(app, settings) == []
@@ -108,8 +109,29 @@ def test_a_message_delivered_but_not_yet_acked_still_counts(setup) -> None:  # n
         with Consumer(connection, [Queue("cpu")], callbacks=[lambda b, m: held.append(m)]):
             connection.drain_events(timeout=5)  # taken by a "worker", not acked
         assert broker_backlog(app, "cpu") == (0, [run.id])
-        assert held_run_ids(app, "cpu") == {run.id}
+        assert held_run_ids(app, "cpu", 60) == {run.id}
         assert reconcile_once(app, settings) == []
+
+
+def test_a_message_left_unacked_by_a_lost_consumer_is_published_again(setup) -> None:  # noqa: ANN001
+    """A worker acks as it starts a run and takes no message it cannot start: one delivered
+    long ago and never acked belongs to a consumer killed or cut off by a broker restart, and
+    would come back only after the visibility timeout."""
+    settings, engine, app = setup
+    run = new_run(engine)
+    publish_run(app, run.id, "cpu")
+    _age(engine, run.id)
+    options = app.conf.broker_transport_options
+    with Connection(settings.broker_url, transport_options=options) as connection:
+        with Consumer(connection, [Queue("cpu")], callbacks=[lambda _body, _message: None]):
+            connection.drain_events(timeout=5)
+        channel = connection.default_channel
+        (tag,) = channel.client.zrange(channel.unacked_index_key, 0, -1)
+        channel.client.zadd(channel.unacked_index_key, {tag: time.time() - 61})
+        assert broker_backlog(app, "cpu") == (0, [run.id])
+        assert held_run_ids(app, "cpu", 60) == set()
+        assert [d.run_id for d in reconcile_once(app, settings)] == [run.id]
+        assert held_run_ids(app, "cpu", 60) == {run.id}
 
 
 @pytest.mark.parametrize("reap_seconds", [0.05, 3600], ids=["on-its-timer", "when-woken"])
