@@ -361,10 +361,19 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(config).get_current_head()
 
 
+# Whether the revision table exists, asked in one statement: SQLAlchemy's inspector costs a
+# command's start ~20 ms (its catalog queries compiled and run on PostgreSQL).
+_HAS_VERSION_TABLE = {
+    "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'",
+    "postgresql": "SELECT count(*) FROM pg_catalog.pg_class"
+    " WHERE oid = to_regclass('alembic_version')",
+}
+
+
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at; None for a database Alembic has not touched."""
     with engine.execution_options(**{READ_ONLY: True}).connect() as connection:
-        if not inspect(connection).has_table("alembic_version"):
+        if not connection.exec_driver_sql(_HAS_VERSION_TABLE[engine.dialect.name]).scalar():
             return None
         versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
     if len(versions) > 1:
