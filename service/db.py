@@ -364,9 +364,9 @@ def head_revision() -> str:
 # Whether the revision table exists, asked in one statement: SQLAlchemy's inspector costs a
 # command's start ~20 ms (its catalog queries compiled and run on PostgreSQL).
 _HAS_VERSION_TABLE = {
-    "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'",
-    "postgresql": "SELECT count(*) FROM pg_catalog.pg_class"
-    " WHERE oid = to_regclass('alembic_version')",
+    "sqlite": "SELECT count(*) FROM sqlite_master"
+    " WHERE type = 'table' AND name = 'alembic_version'",
+    "postgresql": "SELECT count(to_regclass('alembic_version'))",
 }
 
 
