@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.chaos.services import Rabbit, pump
+
 
 def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
     """Call `predicate` until it returns something truthy; fail after `timeout` seconds."""
@@ -228,8 +230,6 @@ class TcpProxy:
         import socket
         import threading
 
-        from benchmarks.chaos.services import pump
-
         while True:
             try:
                 client, _ = server.accept()
@@ -346,90 +346,13 @@ def run_columns(engine, run_id: int, *names: str) -> tuple:  # noqa: ANN001
         return tuple(session.execute(query).one())
 
 
-RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-
-
-def amqp_answers(url: str) -> bool:
-    from kombu import Connection
-
-    try:
-        with Connection(url, connect_timeout=1) as connection:
-            connection.ensure_connection(max_retries=1)
-        return True
-    except Exception:  # noqa: BLE001 - not up yet
-        return False
-
-
-class PrivateRabbit:
-    """A rabbitmq-server node of the test's own (its own name, ports, folder and cookie),
-    stopped by its process group. `restart()` keeps the node's data. `consumer_timeout`
-    (seconds) is RabbitMQ 3.10's node-wide delivery-acknowledgement timeout, checked every
-    second here (RabbitMQ checks once a minute by default)."""
-
-    def __init__(self, folder: Path, consumer_timeout: float | None = None) -> None:
-        import uuid
-
-        self.folder = folder
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.port, self.dist_port = free_port(), free_port()
-        self.node = f"expq{uuid.uuid4().hex[:8]}@localhost"
-        config = [f"listeners.tcp.default = 127.0.0.1:{self.port}", "loopback_users = none"]
-        if consumer_timeout is not None:
-            config.append(f"consumer_timeout = {int(consumer_timeout * 1000)}")
-        (folder / "rabbitmq.conf").write_text("\n".join(config) + "\n")
-        (folder / "advanced.config").write_text("[{rabbit, [{channel_tick_interval, 1000}]}].\n")
-        (folder / "enabled_plugins").write_text("[].\n")
-        self.process: subprocess.Popen | None = None
+class PrivateRabbit(Rabbit):
+    """A RabbitMQ node of the test's own on loopback, its `url` read as the other private
+    brokers' is."""
 
     @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
-
-    def _env(self) -> dict[str, str]:
-        folder = str(self.folder)
-        return {
-            **os.environ,
-            "HOME": folder,  # the node's own Erlang cookie
-            "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "RABBITMQ_MNESIA_BASE": f"{folder}/mnesia",
-            "RABBITMQ_LOG_BASE": f"{folder}/log",
-            "RABBITMQ_CONFIG_FILE": f"{folder}/rabbitmq.conf",
-            "RABBITMQ_ADVANCED_CONFIG_FILE": f"{folder}/advanced.config",
-            "RABBITMQ_ENABLED_PLUGINS_FILE": f"{folder}/enabled_plugins",
-            "RABBITMQ_PID_FILE": f"{folder}/node.pid",
-        }
-
-    def start(self) -> PrivateRabbit:
-        with (self.folder / "server.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [RABBITMQ_SERVER], env=self._env(), stdout=log, stderr=log, start_new_session=True
-            )
-        try:
-            poll(lambda: amqp_answers(self.url), 90, f"rabbitmq-server on port {self.port}", 0.5)
-        except AssertionError:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM: the node shuts down cleanly, keeping durable queues and persistent
-        messages on disk."""
-        import signal
-
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+    def url(self) -> str:  # type: ignore[override]
+        return Rabbit.url(self)
 
 
 def rabbitmqctl(*args: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.chaos.network import Cut, Namespace, Network
-from benchmarks.chaos.services import Forwarder, Postgres, Redis
+from benchmarks.chaos.services import Postgres, Rabbit, Redis
 
 # A short fleet, as in tests/faults: a lost attempt is back in the queue within LEASE + REAP.
 FLEET_ENV = {
@@ -24,7 +24,6 @@ FLEET_ENV = {
     "EXPQ_MAX_ATTEMPTS": "20",
     "OMP_NUM_THREADS": "1",
 }
-RABBITMQ_PORT = 5672  # the machine's shared RabbitMQ: the campaign takes a vhost on it
 _NODE = re.compile(r"(expq-[0-9a-f]{6}@\S+?) ready")
 
 
@@ -66,12 +65,10 @@ class Cluster:
     use_network: bool
     workers_count: int = 3
     postgres: Postgres | None = field(init=False, default=None)
-    redis: Redis | None = field(init=False, default=None)
+    broker_service: Redis | Rabbit | None = field(init=False, default=None)  # its own
     network: Network | None = field(init=False, default=None)
     workers: list[Worker] = field(init=False, default_factory=list)
     lock: threading.RLock = field(init=False, default_factory=threading.RLock)
-    rabbit_vhost: str | None = field(init=False, default=None)
-    rabbit_forwarder: Forwarder | None = field(init=False, default=None)
 
     def start(self) -> Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -82,11 +79,9 @@ class Cluster:
 
         get_engine(self.postgres.url())  # the schema, made before any worker races to make it
         if self.broker == "redis":
-            self.redis = Redis(self.root / "redis").start()
+            self.broker_service = Redis(self.root / "redis").start()
         else:
-            self._rabbit_vhost()
-            if self.network is not None:
-                self.rabbit_forwarder = Forwarder(self.service_host, RABBITMQ_PORT).start()
+            self.broker_service = Rabbit(self.root / "rabbitmq", bind="0.0.0.0").start()
         for index in range(self.workers_count):
             namespace = self.network.namespaces[index] if self.network else None
             worker = Worker(index, namespace, self.root / f"worker-{index}.log")
@@ -100,17 +95,12 @@ class Cluster:
         return self.network.host_address if self.network else "127.0.0.1"
 
     def broker_url(self, host: str = "127.0.0.1") -> str:
-        if self.redis is not None:
-            return self.redis.url(host)
-        port = RABBITMQ_PORT if host == "127.0.0.1" else self.broker_port
-        return f"amqp://{self.rabbit_vhost}:{self.rabbit_vhost}@{host}:{port}/{self.rabbit_vhost}"
+        return self.broker_service.url(host)
 
     @property
     def broker_port(self) -> int:
         """The port the workers reach the broker on (what a cut of the broker names)."""
-        if self.redis is not None:
-            return self.redis.port
-        return self.rabbit_forwarder.port if self.rabbit_forwarder else RABBITMQ_PORT
+        return self.broker_service.port
 
     def client_env(self) -> dict[str, str]:
         """The environment of `expq` commands run by the campaign itself (root namespace)."""
@@ -121,18 +111,6 @@ class Cluster:
             "EXPQ_DATABASE_URL": self.postgres.url(),
             "EXPQ_BROKER_URL": self.broker_url(),
         }
-
-    def _rabbit_vhost(self) -> None:
-        """A vhost and a user of its own on the shared RabbitMQ (a private node is impractical
-        here); the user, unlike guest, may connect from the namespaces."""
-        name = f"expq-chaos-{os.getpid()}"
-        self.rabbit_vhost = name
-        for command in (
-            ["add_vhost", name],
-            ["add_user", name, name],
-            ["set_permissions", "-p", name, name, ".*", ".*", ".*"],
-        ):
-            subprocess.run(["rabbitmqctl", *command], check=True, capture_output=True)
 
     def start_worker(self, worker: Worker) -> None:
         env = {
@@ -174,10 +152,11 @@ class Cluster:
                 worker.killed = 0
                 if not worker.alive():
                     self.start_worker(worker)
-            if self.redis is not None:
-                self.redis.resume()
-                if self.redis.process is None:
-                    self.redis.start()
+            broker = self.broker_service
+            if broker is not None:
+                broker.resume()
+                if broker.process is None:
+                    broker.start()
             if not self.postgres.running():
                 self.postgres.start()
 
@@ -204,15 +183,8 @@ class Cluster:
 
     def _stop_services(self) -> None:
         try:
-            if self.redis is not None:
-                self.redis.destroy()
-            if self.rabbit_forwarder is not None:
-                self.rabbit_forwarder.stop()
-            if self.rabbit_vhost:
-                for command in (["delete_vhost"], ["delete_user"]):
-                    subprocess.run(
-                        ["rabbitmqctl", *command, self.rabbit_vhost], capture_output=True
-                    )
+            if self.broker_service is not None:
+                self.broker_service.destroy()
         finally:
             if self.postgres is not None:
                 self.postgres.destroy()

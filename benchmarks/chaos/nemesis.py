@@ -198,26 +198,26 @@ class Nemesis:
         with self.cluster.lock:
             self._broker_down += 1
             if self._broker_down == 1:
-                self.cluster.redis.stop()
+                self.cluster.broker_service.stop()
 
     def _broker_start(self) -> None:
         with self.cluster.lock:
             self._broker_down -= 1
             if self._broker_down == 0:
-                self.cluster.redis.start()
+                self.cluster.broker_service.start()
                 if self._broker_stalled:
-                    self.cluster.redis.pause()
+                    self.cluster.broker_service.pause()
 
     def _broker_pause(self) -> None:
         with self.cluster.lock:
             self._broker_stalled += 1
-            self.cluster.redis.pause()
+            self.cluster.broker_service.pause()
 
     def _broker_resume(self) -> None:
         with self.cluster.lock:
             self._broker_stalled -= 1
             if self._broker_stalled == 0:
-                self.cluster.redis.resume()
+                self.cluster.broker_service.resume()
 
     def _pg_stop(self) -> None:
         with self.cluster.lock:

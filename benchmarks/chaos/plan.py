@@ -83,13 +83,9 @@ class Plan:
         )
 
 
-def fault_kinds(broker: str, network: bool) -> tuple[str, ...]:
-    """The kinds a campaign can inject: no network faults without namespaces, and no restart or
-    stall of a broker the campaign does not own (a vhost on the shared RabbitMQ)."""
-    kinds = PROCESS_FAULTS + (NETWORK_FAULTS if network else ()) + SERVICE_FAULTS
-    if broker != "redis":
-        kinds = tuple(kind for kind in kinds if kind not in ("broker_restart", "broker_stall"))
-    return kinds
+def fault_kinds(network: bool) -> tuple[str, ...]:
+    """The kinds a campaign can inject: no network faults without namespaces."""
+    return PROCESS_FAULTS + (NETWORK_FAULTS if network else ()) + SERVICE_FAULTS
 
 
 def _spec(rng: random.Random) -> dict[str, str | int | float]:
@@ -132,7 +128,7 @@ def draw(seed: int, runs: int, broker: str = "redis", network: bool = True) -> P
                 kill_submit_after=round(rng.uniform(0.05, 1.5), 2) if 0.08 <= roll < 0.14 else None,
             )
         )
-    kinds = list(fault_kinds(broker, network))
+    kinds = list(fault_kinds(network))
     rng.shuffle(kinds)
     count = max(len(kinds) if runs >= len(kinds) else runs // 2 + 1, runs // 2)
     faults = []

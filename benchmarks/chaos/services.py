@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,43 +186,103 @@ class Redis:
     destroy = stop
 
 
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+
+def amqp_answers(url: str) -> bool:
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=1) as connection:
+            connection.ensure_connection(max_retries=1)
+        return True
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
 @dataclass
-class Forwarder:
-    """Pipes connections made to `host`:`port` through to a service on loopback: how the
-    namespaced workers reach the shared RabbitMQ, which listens on 127.0.0.1 only."""
+class Rabbit:
+    """A rabbitmq-server node of its own (its own name, ports, folder and Erlang cookie),
+    listening on `bind`, stopped by its process group; a restart keeps its data (durable
+    queues, persistent messages). `consumer_timeout` (seconds) is the node-wide
+    delivery-acknowledgement timeout, checked every second (RabbitMQ checks once a minute)."""
 
-    host: str
-    target_port: int
+    root: Path
+    bind: str = "127.0.0.1"
+    consumer_timeout: float | None = None
     port: int = field(default_factory=free_port)
-    _listener: socket.socket | None = None
-    _open: list[socket.socket] = field(default_factory=list)
+    dist_port: int = field(default_factory=free_port)
+    node: str = field(default_factory=lambda: f"expq{os.urandom(4).hex()}@localhost")
+    process: subprocess.Popen | None = None
 
-    def start(self) -> Forwarder:
-        self._listener = socket.create_server((self.host, self.port))
-        threading.Thread(target=self._accept, daemon=True, name="forwarder").start()
+    def url(self, host: str = "127.0.0.1") -> str:
+        return f"amqp://guest:guest@{host}:{self.port}//"
+
+    def _env(self) -> dict[str, str]:
+        root = str(self.root)
+        return {
+            **os.environ,
+            "HOME": root,  # the node's own Erlang cookie
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": f"{root}/mnesia",
+            "RABBITMQ_LOG_BASE": f"{root}/log",
+            "RABBITMQ_CONFIG_FILE": f"{root}/rabbitmq.conf",
+            "RABBITMQ_ADVANCED_CONFIG_FILE": f"{root}/advanced.config",
+            "RABBITMQ_ENABLED_PLUGINS_FILE": f"{root}/enabled_plugins",
+            "RABBITMQ_PID_FILE": f"{root}/node.pid",
+        }
+
+    def start(self) -> Rabbit:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # guest may connect from other hosts: the namespaced workers come over the bridge
+        config = [f"listeners.tcp.default = {self.bind}:{self.port}", "loopback_users = none"]
+        if self.consumer_timeout is not None:
+            config.append(f"consumer_timeout = {int(self.consumer_timeout * 1000)}")
+        (self.root / "rabbitmq.conf").write_text("\n".join(config) + "\n")
+        (self.root / "advanced.config").write_text("[{rabbit, [{channel_tick_interval, 1000}]}].\n")
+        (self.root / "enabled_plugins").write_text("[].\n")
+        with (self.root / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [RABBITMQ_SERVER], env=self._env(), stdout=log, stderr=log, start_new_session=True
+            )
+        try:
+            local = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+            _wait(lambda: amqp_answers(local), f"rabbitmq-server on port {self.port}", 120)
+        except RuntimeError:
+            self.stop()
+            raise
         return self
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # stopped
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            self._open += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pump, args=(source, sink), daemon=True).start()
+    def _signal(self, signum: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signum)
 
     def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-        for connection in self._open:
-            connection.close()
+        """SIGTERM: the node shuts down cleanly, keeping its durable queues and persistent
+        messages on disk."""
+        if self.process is not None and self.process.poll() is None:
+            self._signal(signal.SIGCONT)
+            self._signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    destroy = stop
 
 
 def pump(source: socket.socket, sink: socket.socket) -> None:
