@@ -46,9 +46,17 @@ def fusion_key(spec: TrainSpec) -> tuple[Any, ...]:
     split = None if spec.val_data is not None else (spec.val_fraction, data_seed(spec))
     source = (spec.data, spec.val_data) if spec.data is not None else (spec.seq_len, spec.samples)
     return (
-        spec.task, source, split, spec.model, spec.cell if spec.model == "rnn" else None,
-        spec.hidden, spec.layers, spec.activation if spec.model == "mlp" else None, spec.loss,
-        spec.batch_size, spec.device,
+        spec.task,
+        source,
+        split,
+        spec.model,
+        spec.cell if spec.model == "rnn" else None,
+        spec.hidden,
+        spec.layers,
+        spec.activation if spec.model == "mlp" else None,
+        spec.loss,
+        spec.batch_size,
+        spec.device,
     )
 
 
@@ -104,8 +112,17 @@ class _Group:
     def join(self, member: Member) -> None:
         model, optimizer = build_seeded(member.spec, self.data, self.device)
         epochs = train_epochs(
-            member.spec, self.data, model, optimizer, self.device, _guarded(member.on_epoch),
-            member.stop, None, member.resume, self.checkpoints, _guarded(member.on_batch),
+            member.spec,
+            self.data,
+            model,
+            optimizer,
+            self.device,
+            _guarded(member.on_epoch),
+            member.stop,
+            None,
+            member.resume,
+            self.checkpoints,
+            _guarded(member.on_batch),
         )
         rng, cuda_rng = _random_state(self.device)
         self.trainers.append(_Trainer(len(self.results), epochs, rng, cuda_rng))
@@ -132,7 +149,10 @@ class _Group:
 
 
 def fit_group(
-    members: Sequence[Member], data: TaskData, device: str, checkpoints: bool = False,
+    members: Sequence[Member],
+    data: TaskData,
+    device: str,
+    checkpoints: bool = False,
     admit: Callable[[], Sequence[Member]] | None = None,
 ) -> list[MemberResult]:
     """Train every member on the shared `data` (built once for their common `fusion_key`) on

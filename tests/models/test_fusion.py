@@ -134,7 +134,8 @@ def test_an_admitted_member_trains_exactly_as_alone(tiny_spec) -> None:
     late, late_reports = _member(replace(base, seed=21, lr=0.2, epochs=2))
     offers = [[], [late]]
     first = Member(replace(base, epochs=4))
-    results = fit_group([first], build_data(base), "cpu", admit=lambda: offers.pop(0) if offers else [])
+    admit = lambda: offers.pop(0) if offers else []  # noqa: E731
+    results = fit_group([first], build_data(base), "cpu", admit=admit)
     assert not offers
     solo, solo_reports = _solo(late.spec)
     assert results[1].result == solo
@@ -176,10 +177,30 @@ def test_fusion_key_ignores_what_each_member_keeps() -> None:
     from models.spec import spec_from_dict
 
     base = spec_from_dict({"task": "sentiment", "model": "rnn", "seed": 1, "data_seed": 1})
-    own = replace(base, lr=0.5, momentum=0.2, weight_decay=0.1, dropout=0.4, grad_clip=0.0,
-                  seed=9, epochs=99, patience=3, time_limit=5.0, prune="median", prune_warmup=4)
+    own = replace(
+        base,
+        lr=0.5,
+        momentum=0.2,
+        weight_decay=0.1,
+        dropout=0.4,
+        grad_clip=0.0,
+        seed=9,
+        epochs=99,
+        patience=3,
+        time_limit=5.0,
+        prune="median",
+        prune_warmup=4,
+    )
     assert fusion_key(own) == fusion_key(base)
-    for shape in ({"hidden": 8}, {"cell": "lstm"}, {"layers": 2}, {"batch_size": 7},
-                  {"data_seed": 2}, {"samples": 99}, {"seq_len": 9}, {"device": "cuda"}):
+    for shape in (
+        {"hidden": 8},
+        {"cell": "lstm"},
+        {"layers": 2},
+        {"batch_size": 7},
+        {"data_seed": 2},
+        {"samples": 99},
+        {"seq_len": 9},
+        {"device": "cuda"},
+    ):
         assert fusion_key(replace(base, **shape)) != fusion_key(base), shape
     assert fusion_key(replace(base, data_seed=None)) == fusion_key(base)  # seed 1 draws it
