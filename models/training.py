@@ -123,20 +123,24 @@ class _Tally:
 
     def report(self, values: list[float]) -> SplitReport:
         """Turn the host copy of `flat()` into a report."""
-        steps, sequences = self.steps, self.sequences
-        loss, count, correct = (values[i * steps : (i + 1) * steps] for i in range(3))
-        seen = max(t + 1 for t in range(steps) if count[t] > 0)  # longest target tallied
-        metric = sum(correct) / sum(count)
-        per_timestep = [loss[t] / count[t] for t in range(seen)]
-        if steps == 1:
-            return SplitReport(sum(loss) / sequences, per_timestep, metric, {"accuracy": metric})
-        return SplitReport(
-            total=sum(loss) / sequences,
-            per_timestep=per_timestep,
-            metric=metric,
-            metrics={"token_accuracy": metric, "exact_match": values[3 * steps] / sequences},
-            per_timestep_metrics={"token_accuracy": [correct[t] / count[t] for t in range(seen)]},
-        )
+        return split_report(values, self.steps, self.sequences)
+
+
+def split_report(values: list[float], steps: int, sequences: int) -> SplitReport:
+    """The report of a split from the host copy of its `batch_sums` over `sequences` rows."""
+    loss, count, correct = (values[i * steps : (i + 1) * steps] for i in range(3))
+    seen = max(t + 1 for t in range(steps) if count[t] > 0)  # longest target tallied
+    metric = sum(correct) / sum(count)
+    per_timestep = [loss[t] / count[t] for t in range(seen)]
+    if steps == 1:
+        return SplitReport(sum(loss) / sequences, per_timestep, metric, {"accuracy": metric})
+    return SplitReport(
+        total=sum(loss) / sequences,
+        per_timestep=per_timestep,
+        metric=metric,
+        metrics={"token_accuracy": metric, "exact_match": values[3 * steps] / sequences},
+        per_timestep_metrics={"token_accuracy": [correct[t] / count[t] for t in range(seen)]},
+    )
 
 
 def _on(split: Split, device: str) -> Split:

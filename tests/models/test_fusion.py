@@ -166,11 +166,15 @@ def test_a_member_resumes_from_its_checkpoint_in_another_group(tiny_spec) -> Non
     assert _numbers(kept + resumed_reports) == _numbers(solo_reports)
 
 
-def test_a_training_fault_ends_the_whole_group(tiny_spec) -> None:
-    base = tiny_spec("binary", "mlp", data_seed=2)
-    broken = replace(base, loss="hinge")  # training itself raises, not a member's callback
-    with pytest.raises(ValueError, match="loss must be one of"):
-        fit_group([Member(base), Member(broken)], build_data(base), "cpu")
+@pytest.mark.parametrize("model", ["mlp", "rnn"])
+def test_a_training_fault_ends_the_whole_group(tiny_spec, model: str) -> None:
+    """A checkpoint of another shape fails training itself, not a member's callback."""
+    base = tiny_spec("binary", model, data_seed=2, epochs=1)
+    reports: list[EpochReport] = []
+    fit(replace(base, hidden=4), build_data(base), on_epoch=reports.append, checkpoints=True)
+    wrong = Member(replace(base, seed=3), resume=reports[0].checkpoint)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        fit_group([Member(base), wrong], build_data(base), "cpu")
 
 
 def test_fusion_key_ignores_what_each_member_keeps() -> None:
