@@ -19,10 +19,20 @@ from torch import Tensor, nn
 
 from models.mlp import MLP
 
+LOOP_MIN = 4096  # from this many numbers a member, SGD's multiply-adds run member by member
 
-def _fma(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
-    """a * b + c rounded once to float32, as the CPU kernel of `c.add(a, alpha=b)` does."""
-    return torch.addcmul(c.double(), a.double(), b.double()).float()
+
+def _multiply_add(c: Tensor, a: Tensor, alphas: list[float], into: Tensor) -> None:
+    """into = c + alpha * a for each member's alpha, rounded once as the CPU kernel of
+    `c.add(a, alpha=alpha)` rounds it (a fused multiply-add). Large members call that kernel
+    one by one; small ones, where those calls would cost more than the arithmetic, compute it
+    in float64, which holds the float32 product exactly, then round."""
+    if c[0].numel() >= LOOP_MIN:
+        for k, alpha in enumerate(alphas):
+            torch.add(c[k], a[k], alpha=alpha, out=into[k])
+        return
+    scale = torch.tensor(alphas, dtype=torch.float32).view((-1,) + (1,) * (c.dim() - 1))
+    into.copy_(torch.addcmul(c.double(), a.double(), scale.double()))
 
 
 SMALL_GEMM = 400  # below this many multiply-adds a matrix, bmm on the CPU loops on its own
@@ -113,11 +123,11 @@ class StackedSGD:
         self.params, self.optimizers = stacked.parameters(), optimizers
         groups = [optimizer.param_groups[0] for optimizer in optimizers]
         like = self.params[0]
-        self.lr = _per_member([-g["lr"] for g in groups], like)
+        self.lr = [-g["lr"] for g in groups]
         self.momentum = [g["momentum"] for g in groups]
-        self.weight_decay = _per_member([g["weight_decay"] for g in groups], like)
+        self.weight_decay = [g["weight_decay"] for g in groups]
         self.scale = _per_member(self.momentum, like)
-        self.uses = torch.tensor([m != 0 for m in self.momentum]).view(self.lr.shape)
+        self.uses = torch.tensor([m != 0 for m in self.momentum]).view(self.scale.shape)
         self.clips = clips
         self.sources = [list(o.param_groups[0]["params"]) for o in optimizers]
         self.buffers = [self._buffers(i) for i in range(len(self.params))]
@@ -138,13 +148,16 @@ class StackedSGD:
         self._clip(grads)
         for i, (param, grad) in enumerate(zip(self.params, grads, strict=True)):
             shape = (-1,) + (1,) * (param.dim() - 1)
-            decayed = _fma(param, self.weight_decay.view(shape), grad)
+            decayed = grad
+            if any(self.weight_decay):
+                decayed = torch.empty_like(grad)
+                _multiply_add(grad, param, self.weight_decay, decayed)
             buffer = self.buffers[i]
             if any(self.momentum):
                 moved = decayed if buffer is None else buffer * self.scale.view(shape) + decayed
                 self.buffers[i] = buffer = moved
                 decayed = torch.where(self.uses.view(shape), buffer, decayed)
-            param.copy_(_fma(decayed, self.lr.view(shape), param))
+            _multiply_add(param, decayed, self.lr, param)
             param.grad = None
 
     def _clip(self, grads: list[Tensor]) -> None:
