@@ -4,9 +4,9 @@ tensors (HFTA's horizontal fusion), arranged so each member's numbers are the so
 Why the numbers match `models.training` on the CPU: a batched matmul computes each member's
 slice as the matmul of that slice alone, and a norm or sum over a member's slice reduces in
 the order of the whole tensor alone; dropout masks come from each member's own generator in
-the solo draw order; and SGD's fused multiply-adds (`add(alpha=...)`) are done in float64
-from float32 operands, whose product float64 holds exactly. The equality is tested, member by
-member, against solo runs (tests/models/test_fusion.py).
+the solo draw order; autograd's backward is replaced where it would round otherwise (`_Linear`,
+`_bmm`); and SGD's fused multiply-adds (`add(alpha=...)`) keep their single rounding. The
+equality is tested, member by member, against solo runs (tests/models/test_fusion.py).
 """
 
 from __future__ import annotations
@@ -156,7 +156,8 @@ class StackedSGD:
             if any(self.momentum):
                 moved = decayed if buffer is None else buffer * self.scale.view(shape) + decayed
                 self.buffers[i] = buffer = moved
-                decayed = torch.where(self.uses.view(shape), buffer, decayed)
+                mixed = not all(self.momentum)  # momentum 0: SGD steps along the gradient
+                decayed = torch.where(self.uses.view(shape), buffer, decayed) if mixed else buffer
             _multiply_add(param, decayed, self.lr, param)
             param.grad = None
 
