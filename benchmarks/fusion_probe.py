@@ -45,8 +45,13 @@ def sweep(task: str, model: str, members: int, samples: int, epochs: int) -> lis
          "data_seed": 0}
     )  # fmt: skip
     specs = [
-        replace(base, lr=0.02 * (1 + i % 4), momentum=(0.0, 0.5, 0.9)[i % 3],
-                dropout=(0.0, 0.1, 0.2, 0.3)[i // 4 % 4], seed=i)  # fmt: skip
+        replace(
+            base,
+            lr=0.02 * (1 + i % 4),
+            momentum=(0.0, 0.5, 0.9)[i % 3],
+            dropout=(0.0, 0.1, 0.2, 0.3)[i // 4 % 4],
+            seed=i,
+        )  # fmt: skip
         for i in range(members)
     ]
     assert len({fusion_key(spec) for spec in specs}) == 1

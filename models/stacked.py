@@ -80,10 +80,12 @@ class StackedMLP:
         self.activation = models[0].body[1]  # the same elementwise module in every block
         linears = [[m for m in model.modules() if isinstance(m, nn.Linear)] for model in models]
         self.sources = [list(model.parameters()) for model in models]
-        self.weights = [torch.stack([row[i].weight.detach() for row in linears]) for i in
-                        range(len(linears[0]))]  # (K, out, in) each
-        self.biases = [torch.stack([row[i].bias.detach() for row in linears]) for i in
-                       range(len(linears[0]))]  # (K, out) each
+        self.weights = [
+            torch.stack([row[i].weight.detach() for row in linears]) for i in range(len(linears[0]))
+        ]  # (K, out, in) each
+        self.biases = [
+            torch.stack([row[i].bias.detach() for row in linears]) for i in range(len(linears[0]))
+        ]  # (K, out) each
         for tensor in self.weights + self.biases:
             tensor.requires_grad_(True)
 
@@ -133,13 +135,19 @@ class StackedSGD:
         self.buffers = [self._buffers(i) for i in range(len(self.params))]
 
     def _buffers(self, i: int) -> Tensor | None:
-        found = [o.state[s[i]].get("momentum_buffer") for o, s in
-                 zip(self.optimizers, self.sources, strict=True)]
+        found = [
+            o.state[s[i]].get("momentum_buffer")
+            for o, s in zip(self.optimizers, self.sources, strict=True)
+        ]
         if all(buffer is None for buffer in found):
             return None
         param = self.params[i]
-        return torch.stack([param[k].detach().new_zeros(param.shape[1:]) if b is None else b
-                            for k, b in enumerate(found)])
+        return torch.stack(
+            [
+                param[k].detach().new_zeros(param.shape[1:]) if b is None else b
+                for k, b in enumerate(found)
+            ]
+        )
 
     @torch.no_grad()
     def step(self) -> None:

@@ -225,3 +225,20 @@ def test_fusion_key_ignores_what_each_member_keeps() -> None:
     ):
         assert fusion_key(replace(base, **shape)) != fusion_key(base), shape
     assert fusion_key(replace(base, data_seed=None)) == fusion_key(base)  # seed 1 draws it
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("task", "model"), [("binary", "mlp"), ("translation", "rnn")])
+def test_on_cuda_each_member_follows_its_solo_run(tiny_spec, task: str, model: str) -> None:
+    """On CUDA the group trains in lockstep with each member's own CUDA generator state, on
+    the kernels (and CUDA graphs) of its solo run."""
+    base = tiny_spec(task, model, device="cuda", layers=2, data_seed=5, samples=40)
+    specs = _variants(base)
+    members = [_member(spec) for spec in specs]
+    fit_group([m for m, _ in members], build_data(base), "cuda")
+    for spec, (_, reports) in zip(specs, members, strict=True):
+        _, solo_reports = _solo(spec)
+        assert len(reports) == len(solo_reports) == spec.epochs
+        for grouped, alone in zip(reports, solo_reports, strict=True):
+            assert grouped.train.total == pytest.approx(alone.train.total, rel=1e-6)
+            assert grouped.val.per_timestep == pytest.approx(alone.val.per_timestep, rel=1e-6)
