@@ -2,24 +2,29 @@
 a sweep's members, fused by models.fusion.fit_group and solo by models.training.fit.
 
 Run from the repository root: python -m benchmarks.fusion_probe [--members 16] [--samples 1000]
-[--epochs 2] [--tasks binary,...] [--models mlp,rnn]. Prints a Markdown table; the worker
-benchmark (benchmarks/fusion.py) can call `probe` for the same figures.
+[--epochs 2] [--tasks binary,...] [--models mlp,rnn] [--write]. Prints a Markdown table, and
+with --write also saves it to benchmarks/results/fusion_probe.md; the worker benchmark
+(benchmarks/fusion.py) can call `probe` for the same figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
+from benchmarks.learning_quality import machine
 from models.data import build_data
 from models.fusion import Member, fit_group, fusion_key
 from models.registry import TASKS
 from models.spec import MODELS, TrainSpec, spec_from_dict
 from models.training import EpochReport, fit
 
+RESULT = Path(__file__).parent / "results" / "fusion_probe.md"
 THREADS = 1  # as benchmarks/training_speed.py: one intra-op thread on a shared 2-core machine
 
 
@@ -95,23 +100,28 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--write", action="store_true", help=f"also write {RESULT.name}")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
-    print(
+    lines = machine("python -m benchmarks.fusion_probe " + " ".join(sys.argv[1:])) + [
+        "",
         "| task | model | members | solo CPU s | fused CPU s | solo samples/CPU s "
-        "| fused samples/CPU s | speedup | wall s solo / fused | equal |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+        "| fused samples/CPU s | speedup | wall s solo / fused | equal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
     for task in args.tasks.split(","):
         for model in args.models.split(","):
             p = probe(task, model, args.members, args.samples, args.epochs)
-            print(
+            lines.append(
                 f"| {task} | {model} | {p.members} | {p.solo_seconds:.2f} | "
                 f"{p.fused_seconds:.2f} | {p.samples / p.solo_seconds:,.0f} | "
                 f"{p.samples / p.fused_seconds:,.0f} | {p.speedup:.2f}x | "
-                f"{p.solo_wall:.2f} / {p.fused_wall:.2f} | {p.equal} |",
-                flush=True,
+                f"{p.solo_wall:.2f} / {p.fused_wall:.2f} | {p.equal} |"
             )
+            print(lines[-1], flush=True)
+    if args.write:
+        RESULT.write_text("# Fused vs solo training in one process\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
