@@ -58,6 +58,8 @@ def _tally(parts: list[tuple[Tensor, ...]]) -> Tensor:
 
 
 class StackedGroup:
+    """MLP members on the CPU, trained an epoch at a time through one stack (see fit_group)."""
+
     def __init__(self, data: TaskData, device: str, checkpoints: bool) -> None:
         self.data, self.device = data, device
         self.encoding = data.encoding().to_dict() if checkpoints else None

@@ -64,6 +64,8 @@ class _Trainer:
 
 
 class LockstepGroup:
+    """Any members on any device, each trained an epoch in turn (see fit_group)."""
+
     def __init__(self, data: TaskData, device: str, checkpoints: bool) -> None:
         self.data, self.device, self.checkpoints = data, device, checkpoints
         self.trainers: list[_Trainer] = []
