@@ -129,7 +129,8 @@ class StackedSGD:
         self.momentum = [g["momentum"] for g in groups]
         self.weight_decay = [g["weight_decay"] for g in groups]
         self.scale = _per_member(self.momentum, like)
-        self.uses = torch.tensor([m != 0 for m in self.momentum]).view(self.scale.shape)
+        still = [k for k, m in enumerate(self.momentum) if m == 0]  # members without momentum
+        self.still = torch.tensor(still, dtype=torch.long)
         self.clips = clips
         self.sources = [list(o.param_groups[0]["params"]) for o in optimizers]
         self.buffers = [self._buffers(i) for i in range(len(self.params))]
@@ -162,11 +163,14 @@ class StackedSGD:
                 _multiply_add(grad, param, self.weight_decay, decayed)
             buffer = self.buffers[i]
             if any(self.momentum):
-                moved = decayed if buffer is None else buffer * self.scale.view(shape) + decayed
-                self.buffers[i] = buffer = moved
-                mixed = not all(self.momentum)  # momentum 0: SGD steps along the gradient
-                decayed = torch.where(self.uses.view(shape), buffer, decayed) if mixed else buffer
+                decayed = decayed if buffer is None else buffer * self.scale.view(shape) + decayed
             _multiply_add(param, decayed, self.lr, param)
+            if any(self.momentum):
+                # Members without momentum keep a zero buffer: 0 * 0 + gradient is the gradient
+                # exactly, with no where() over every member, and no 0 * inf from a diverged one.
+                if self.still.numel():
+                    decayed.index_fill_(0, self.still, 0.0)
+                self.buffers[i] = decayed
             param.grad = None
 
     def _clip(self, grads: list[Tensor]) -> None:
