@@ -14,7 +14,7 @@ from torch import Tensor
 
 from models.jsonl import DataError
 from models.registry import TASKS
-from models.spec import TrainSpec
+from models.spec import TrainSpec, data_seed
 from models.tasks import GENERATORS
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3  # ids of the reserved tokens in every token vocabulary
@@ -195,11 +195,6 @@ def _split_rows(
     n_val = min(len(rows) - 1, max(1, round(len(rows) * fraction)))
     order = torch.randperm(len(rows), generator=gen).tolist()
     return [rows[i] for i in order[n_val:]], [rows[i] for i in order[:n_val]]
-
-
-def data_seed(spec: TrainSpec) -> int:
-    """The seed of the spec's built-in data and validation split."""
-    return spec.seed if spec.data_seed is None else spec.data_seed
 
 
 def build_data(

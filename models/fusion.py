@@ -13,34 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from models.data import TaskData, data_seed
+from models.data import TaskData
 from models.fused_mlp import StackedGroup
 from models.lockstep import LockstepGroup
 from models.members import Member, MemberResult
-from models.spec import TrainSpec
+from models.spec import fusion_key
 
 __all__ = ["Member", "MemberResult", "fit_group", "fusion_key"]
-
-
-def fusion_key(spec: TrainSpec) -> tuple[Any, ...]:
-    """Runs whose specs have equal keys may train in one group: the same data and split, and
-    the same shapes. Left out, because each member keeps its own: lr, momentum, weight decay,
-    dropout, grad clip, seed, epochs, patience, time limit and pruning."""
-    split = None if spec.val_data is not None else (spec.val_fraction, data_seed(spec))
-    source = (spec.data, spec.val_data) if spec.data is not None else (spec.seq_len, spec.samples)
-    return (
-        spec.task,
-        source,
-        split,
-        spec.model,
-        spec.cell if spec.model == "rnn" else None,
-        spec.hidden,
-        spec.layers,
-        spec.activation if spec.model == "mlp" else None,
-        spec.loss,
-        spec.batch_size,
-        spec.device,
-    )
 
 
 def fit_group(

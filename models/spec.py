@@ -186,3 +186,30 @@ def spec_from_dict(raw: dict[str, Any]) -> TrainSpec:
         val_data=_sha256("val_data", merged.get("val_data")),
         data_seed=optional("data_seed", lambda v: _ranged("data_seed", v, int, 0, 2**31 - 1)),
     )
+
+
+def data_seed(spec: TrainSpec) -> int:
+    """The seed of the spec's built-in data and validation split."""
+    return spec.seed if spec.data_seed is None else spec.data_seed
+
+
+def fusion_key(spec: TrainSpec) -> tuple[Any, ...]:
+    """Runs whose specs have equal keys may train in one group: the same data and split, and
+    the same shapes. Left out, because each member keeps its own: lr, momentum, weight decay,
+    dropout, grad clip, seed, epochs, patience, time limit and pruning. Plain Python, like the
+    rest of this module, so that submitting can key a run without importing torch."""
+    split = None if spec.val_data is not None else (spec.val_fraction, data_seed(spec))
+    source = (spec.data, spec.val_data) if spec.data is not None else (spec.seq_len, spec.samples)
+    return (
+        spec.task,
+        source,
+        split,
+        spec.model,
+        spec.cell if spec.model == "rnn" else None,
+        spec.hidden,
+        spec.layers,
+        spec.activation if spec.model == "mlp" else None,
+        spec.loss,
+        spec.batch_size,
+        spec.device,
+    )
