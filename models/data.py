@@ -14,7 +14,7 @@ from torch import Tensor
 
 from models.jsonl import DataError
 from models.registry import TASKS
-from models.spec import TrainSpec
+from models.spec import TrainSpec, data_seed
 from models.tasks import GENERATORS
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3  # ids of the reserved tokens in every token vocabulary
@@ -200,8 +200,9 @@ def _split_rows(
 def build_data(
     spec: TrainSpec, train_rows: list[dict] | None = None, val_rows: list[dict] | None = None
 ) -> TaskData:
-    """Encode the spec's data: the seeded built-in generator, or the user's validated rows."""
-    gen = torch.Generator().manual_seed(spec.seed)
+    """Encode the spec's data: the built-in generator seeded by the spec's data seed (its seed
+    when unset), or the user's validated rows."""
+    gen = torch.Generator().manual_seed(data_seed(spec))
     if train_rows is None:
         train_rows = GENERATORS[spec.task](spec.samples, spec.seq_len, gen)
     if val_rows is None:

@@ -85,6 +85,9 @@ class TrainSpec:
     prune_warmup: int = 1  # epochs before pruning may stop a run
     data: str | None = None  # sha256 of the user's training JSONL
     val_data: str | None = None  # sha256 of the user's validation JSONL
+    # draws the built-in data and the validation split; None: `seed`. Seed replicates that share
+    # it share one dataset, and may train in one fused group (models/fusion.py)
+    data_seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,4 +184,32 @@ def spec_from_dict(raw: dict[str, Any]) -> TrainSpec:
         prune_warmup=_ranged("prune_warmup", merged.get("prune_warmup", 1), int, 0, 100_000),
         data=_sha256("data", merged.get("data")),
         val_data=_sha256("val_data", merged.get("val_data")),
+        data_seed=optional("data_seed", lambda v: _ranged("data_seed", v, int, 0, 2**31 - 1)),
+    )
+
+
+def data_seed(spec: TrainSpec) -> int:
+    """The seed of the spec's built-in data and validation split."""
+    return spec.seed if spec.data_seed is None else spec.data_seed
+
+
+def fusion_key(spec: TrainSpec) -> tuple[Any, ...]:
+    """Runs whose specs have equal keys may train in one group: the same data and split, and
+    the same shapes. Left out, because each member keeps its own: lr, momentum, weight decay,
+    dropout, grad clip, seed, epochs, patience, time limit and pruning. Plain Python, like the
+    rest of this module, so that submitting can key a run without importing torch."""
+    split = None if spec.val_data is not None else (spec.val_fraction, data_seed(spec))
+    source = (spec.data, spec.val_data) if spec.data is not None else (spec.seq_len, spec.samples)
+    return (
+        spec.task,
+        source,
+        split,
+        spec.model,
+        spec.cell if spec.model == "rnn" else None,
+        spec.hidden,
+        spec.layers,
+        spec.activation if spec.model == "mlp" else None,
+        spec.loss,
+        spec.batch_size,
+        spec.device,
     )

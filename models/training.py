@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -74,6 +74,16 @@ def build_optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
     )
 
 
+def build_seeded(
+    spec: TrainSpec, data: TaskData, device: str
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The spec's untrained model and its optimizer, after seeding the global generators with
+    the spec's seed: initialisation here, and dropout masks and shuffling after, follow it."""
+    torch.manual_seed(spec.seed)
+    model = build_model(spec, data.dims).to(device)
+    return model, build_optimizer(spec, model)
+
+
 def batch_sums(losses: Tensor, mask: Tensor, predicted: Tensor, y: Tensor) -> Tensor:
     """Per-timestep loss sums, counts and correct counts, then exact matches, as one vector."""
     correct = (predicted == y) & mask  # (sequences, steps)
@@ -113,20 +123,24 @@ class _Tally:
 
     def report(self, values: list[float]) -> SplitReport:
         """Turn the host copy of `flat()` into a report."""
-        steps, sequences = self.steps, self.sequences
-        loss, count, correct = (values[i * steps : (i + 1) * steps] for i in range(3))
-        seen = max(t + 1 for t in range(steps) if count[t] > 0)  # longest target tallied
-        metric = sum(correct) / sum(count)
-        per_timestep = [loss[t] / count[t] for t in range(seen)]
-        if steps == 1:
-            return SplitReport(sum(loss) / sequences, per_timestep, metric, {"accuracy": metric})
-        return SplitReport(
-            total=sum(loss) / sequences,
-            per_timestep=per_timestep,
-            metric=metric,
-            metrics={"token_accuracy": metric, "exact_match": values[3 * steps] / sequences},
-            per_timestep_metrics={"token_accuracy": [correct[t] / count[t] for t in range(seen)]},
-        )
+        return split_report(values, self.steps, self.sequences)
+
+
+def split_report(values: list[float], steps: int, sequences: int) -> SplitReport:
+    """The report of a split from the host copy of its `batch_sums` over `sequences` rows."""
+    loss, count, correct = (values[i * steps : (i + 1) * steps] for i in range(3))
+    seen = max(t + 1 for t in range(steps) if count[t] > 0)  # longest target tallied
+    metric = sum(correct) / sum(count)
+    per_timestep = [loss[t] / count[t] for t in range(seen)]
+    if steps == 1:
+        return SplitReport(sum(loss) / sequences, per_timestep, metric, {"accuracy": metric})
+    return SplitReport(
+        total=sum(loss) / sequences,
+        per_timestep=per_timestep,
+        metric=metric,
+        metrics={"token_accuracy": metric, "exact_match": values[3 * steps] / sequences},
+        per_timestep_metrics={"token_accuracy": [correct[t] / count[t] for t in range(seen)]},
+    )
 
 
 def _on(split: Split, device: str) -> Split:
@@ -260,6 +274,26 @@ def fit_model(
     data's encoding with it, so that the state alone can serve predictions. `on_batch` is
     called after every training batch: a sign of progress, for a watchdog.
     """
+    epochs = train_epochs(
+        spec, data, model, optimizer, device, on_epoch, stop, max_steps, resume, checkpoints,
+        on_batch,
+    )
+    while True:
+        try:
+            next(epochs)
+        except StopIteration as done:
+            return done.value
+
+
+def train_epochs(
+    spec: TrainSpec, data: TaskData, model: nn.Module, optimizer: torch.optim.Optimizer,
+    device: str, on_epoch: Callable[[EpochReport], None] | None = None,
+    stop: threading.Event | None = None, max_steps: int | None = None,
+    resume: TrainingState | None = None, checkpoints: bool = False,
+    on_batch: Callable[[], None] | None = None,
+) -> Generator[int, None, FitResult]:
+    """`fit_model` one epoch at a time: yields each finished epoch's number after its
+    `on_epoch`, and returns the FitResult. A fused group (models/fusion.py) steps several."""
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1; got {max_steps}")
     train, val = _on(data.train, device), _on(data.val, device)
@@ -304,16 +338,34 @@ def fit_model(
         )
         if on_epoch is not None:
             on_epoch(report)
-        for name, split_report in (("train", report.train), ("val", report.val)):
-            if not _finite(split_report):
-                reason = f"non-finite {name} loss at epoch {epoch}"
-                return FitResult("diverged", epoch, device, reason)
-        if max_steps is not None and steps >= max_steps:
+        if max_steps is not None and steps >= max_steps and _finite_report(report):
             return FitResult("completed", epoch, device, f"max_steps={max_steps} reached")
-        if spec.patience is not None and stale >= spec.patience:
-            reason = f"val loss did not improve for {spec.patience} epochs"
-            return FitResult("early_stopped", epoch, device, reason)
+        ended = epoch_outcome(spec, report, stale, device)
+        if ended is not None:
+            return ended
+        yield epoch
     return FitResult("completed", spec.epochs, device, None)
+
+
+def _finite_report(report: EpochReport) -> bool:
+    return _finite(report.train) and _finite(report.val)
+
+
+def epoch_outcome(
+    spec: TrainSpec, report: EpochReport, stale: int, device: str
+) -> FitResult | None:
+    """How training ends after `report`'s epoch (diverged, early stopped, or its epochs done),
+    or None when it goes on; `stale` counts the epochs since the best val loss."""
+    epoch = report.epoch
+    for name, split_report in (("train", report.train), ("val", report.val)):
+        if not _finite(split_report):
+            return FitResult("diverged", epoch, device, f"non-finite {name} loss at epoch {epoch}")
+    if spec.patience is not None and stale >= spec.patience:
+        reason = f"val loss did not improve for {spec.patience} epochs"
+        return FitResult("early_stopped", epoch, device, reason)
+    if epoch >= spec.epochs:
+        return FitResult("completed", spec.epochs, device, None)
+    return None
 
 
 def fit(
@@ -327,9 +379,7 @@ def fit(
     device = resolve_device(spec.device)
     if data is None:
         data = build_data(spec)
-    torch.manual_seed(spec.seed)  # initialisation, dropout masks and shuffling all follow it
-    model = build_model(spec, data.dims).to(device)
-    optimizer = build_optimizer(spec, model)
+    model, optimizer = build_seeded(spec, data, device)
     return fit_model(
         spec, data, model, optimizer, device, on_epoch, stop, max_steps, resume, checkpoints,
         on_batch,
