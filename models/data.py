@@ -197,11 +197,17 @@ def _split_rows(
     return [rows[i] for i in order[n_val:]], [rows[i] for i in order[:n_val]]
 
 
+def data_seed(spec: TrainSpec) -> int:
+    """The seed of the spec's built-in data and validation split."""
+    return spec.seed if spec.data_seed is None else spec.data_seed
+
+
 def build_data(
     spec: TrainSpec, train_rows: list[dict] | None = None, val_rows: list[dict] | None = None
 ) -> TaskData:
-    """Encode the spec's data: the seeded built-in generator, or the user's validated rows."""
-    gen = torch.Generator().manual_seed(spec.seed)
+    """Encode the spec's data: the built-in generator seeded by the spec's data seed (its seed
+    when unset), or the user's validated rows."""
+    gen = torch.Generator().manual_seed(data_seed(spec))
     if train_rows is None:
         train_rows = GENERATORS[spec.task](spec.samples, spec.seq_len, gen)
     if val_rows is None:

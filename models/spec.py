@@ -85,6 +85,9 @@ class TrainSpec:
     prune_warmup: int = 1  # epochs before pruning may stop a run
     data: str | None = None  # sha256 of the user's training JSONL
     val_data: str | None = None  # sha256 of the user's validation JSONL
+    # draws the built-in data and the validation split; None: `seed`. Seed replicates that share
+    # it share one dataset, and may train in one fused group (models/fusion.py)
+    data_seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,4 +184,5 @@ def spec_from_dict(raw: dict[str, Any]) -> TrainSpec:
         prune_warmup=_ranged("prune_warmup", merged.get("prune_warmup", 1), int, 0, 100_000),
         data=_sha256("data", merged.get("data")),
         val_data=_sha256("val_data", merged.get("val_data")),
+        data_seed=optional("data_seed", lambda v: _ranged("data_seed", v, int, 0, 2**31 - 1)),
     )

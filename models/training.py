@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -72,6 +72,16 @@ def build_optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(
         model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
     )
+
+
+def build_seeded(
+    spec: TrainSpec, data: TaskData, device: str
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The spec's untrained model and its optimizer, after seeding the global generators with
+    the spec's seed: initialisation here, and dropout masks and shuffling after, follow it."""
+    torch.manual_seed(spec.seed)
+    model = build_model(spec, data.dims).to(device)
+    return model, build_optimizer(spec, model)
 
 
 def batch_sums(losses: Tensor, mask: Tensor, predicted: Tensor, y: Tensor) -> Tensor:
@@ -260,6 +270,26 @@ def fit_model(
     data's encoding with it, so that the state alone can serve predictions. `on_batch` is
     called after every training batch: a sign of progress, for a watchdog.
     """
+    epochs = train_epochs(
+        spec, data, model, optimizer, device, on_epoch, stop, max_steps, resume, checkpoints,
+        on_batch,
+    )
+    while True:
+        try:
+            next(epochs)
+        except StopIteration as done:
+            return done.value
+
+
+def train_epochs(
+    spec: TrainSpec, data: TaskData, model: nn.Module, optimizer: torch.optim.Optimizer,
+    device: str, on_epoch: Callable[[EpochReport], None] | None = None,
+    stop: threading.Event | None = None, max_steps: int | None = None,
+    resume: TrainingState | None = None, checkpoints: bool = False,
+    on_batch: Callable[[], None] | None = None,
+) -> Generator[int, None, FitResult]:
+    """`fit_model` one epoch at a time: yields each finished epoch's number after its
+    `on_epoch`, and returns the FitResult. A fused group (models/fusion.py) steps several."""
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1; got {max_steps}")
     train, val = _on(data.train, device), _on(data.val, device)
@@ -313,6 +343,8 @@ def fit_model(
         if spec.patience is not None and stale >= spec.patience:
             reason = f"val loss did not improve for {spec.patience} epochs"
             return FitResult("early_stopped", epoch, device, reason)
+        if epoch < spec.epochs:
+            yield epoch
     return FitResult("completed", spec.epochs, device, None)
 
 
@@ -327,9 +359,7 @@ def fit(
     device = resolve_device(spec.device)
     if data is None:
         data = build_data(spec)
-    torch.manual_seed(spec.seed)  # initialisation, dropout masks and shuffling all follow it
-    model = build_model(spec, data.dims).to(device)
-    optimizer = build_optimizer(spec, model)
+    model, optimizer = build_seeded(spec, data, device)
     return fit_model(
         spec, data, model, optimizer, device, on_epoch, stop, max_steps, resume, checkpoints,
         on_batch,

@@ -1,0 +1,185 @@
+"""A fused group trains each member exactly as alone: bit-for-bit equal per-epoch reports."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import pytest
+
+from models.data import build_data
+from models.fusion import Member, fit_group, fusion_key
+from models.spec import TrainSpec
+from models.training import EpochReport, FitResult, fit
+
+
+def _solo(spec: TrainSpec, **kwargs: object) -> tuple[FitResult, list[EpochReport]]:
+    reports: list[EpochReport] = []
+    result = fit(spec, build_data(spec), on_epoch=reports.append, **kwargs)
+    return result, reports
+
+
+def _numbers(reports: list[EpochReport]) -> list[tuple]:
+    """Every loss and metric of every epoch: what must equal the solo run's."""
+    return [(r.epoch, r.train, r.val) for r in reports]
+
+
+def _member(spec: TrainSpec, **kwargs: object) -> tuple[Member, list[EpochReport]]:
+    reports: list[EpochReport] = []
+    return Member(spec, on_epoch=reports.append, **kwargs), reports
+
+
+def _variants(base: TrainSpec) -> list[TrainSpec]:
+    """Members that share the base's data and shapes and differ in everything else."""
+    return [
+        base,
+        replace(base, lr=0.3, momentum=0.9, weight_decay=0.01, dropout=0.3, seed=7, grad_clip=0.5),
+        replace(base, lr=0.05, momentum=0.5, dropout=0.1, seed=11, grad_clip=0.0, epochs=3),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("task", "model", "cell", "layers"),
+    [
+        ("binary", "mlp", "gru", 2),
+        ("sentiment", "mlp", "gru", 1),
+        ("captioning", "mlp", "gru", 1),
+        ("translation", "mlp", "gru", 2),
+        ("binary", "rnn", "lstm", 1),
+        ("sentiment", "rnn", "gru", 2),
+        ("sentiment", "rnn", "rnn", 1),
+        ("captioning", "rnn", "lstm", 2),
+        ("translation", "rnn", "rnn", 2),
+        ("translation", "rnn", "gru", 1),
+    ],
+)
+def test_each_member_equals_its_solo_run(
+    tiny_spec, task: str, model: str, cell: str, layers: int
+) -> None:
+    base = tiny_spec(task, model, cell=cell, layers=layers, data_seed=5, seed=1)
+    specs = _variants(base)
+    assert len({fusion_key(spec) for spec in specs}) == 1
+    members = [_member(spec) for spec in specs]
+    results = fit_group([m for m, _ in members], build_data(base), "cpu")
+    for spec, (_, reports), grouped in zip(specs, members, results, strict=True):
+        solo, solo_reports = _solo(spec)
+        assert grouped.error is None
+        assert grouped.result == solo
+        assert _numbers(reports) == _numbers(solo_reports)
+        assert len(reports) == spec.epochs
+
+
+def test_a_diverging_member_leaves_the_others_identical(tiny_spec) -> None:
+    base = tiny_spec("binary", "mlp", activation="relu", data_seed=3, epochs=3)
+    blowing_up = replace(base, lr=1e30, momentum=0.9, seed=4, grad_clip=0.0)
+    steady = replace(base, seed=5)
+    (bad, _), (good, reports) = _member(blowing_up), _member(steady)
+    results = fit_group([bad, good], build_data(base), "cpu")
+    assert results[0].result is not None and results[0].result.status == "diverged"
+    solo, solo_reports = _solo(steady)
+    assert results[1].result == solo and solo.status == "completed"
+    assert _numbers(reports) == _numbers(solo_reports)
+
+
+def test_each_member_leaves_on_its_own_fate(tiny_spec) -> None:
+    """Stopped, failing callback, fewer epochs, early stopping: each leaves when it would
+    alone, and the member that stays trains as alone throughout."""
+    base = tiny_spec("binary", "mlp", data_seed=2, epochs=4)
+    stop = threading.Event()
+
+    def stop_after_first(report: EpochReport) -> None:
+        stop.set()
+
+    def fail_at_second(report: EpochReport) -> None:
+        if report.epoch == 2:
+            raise LookupError("lease lost")
+
+    early = replace(base, lr=5.0, momentum=0.9, patience=1, seed=9)
+    members = [
+        Member(replace(base, seed=1), on_epoch=stop_after_first, stop=stop),
+        Member(replace(base, seed=2), on_epoch=fail_at_second),
+        Member(replace(base, seed=3, epochs=1)),
+        Member(early),
+        _member(replace(base, seed=4))[0],
+    ]
+    stayer_reports: list[EpochReport] = []
+    members[4].on_epoch = stayer_reports.append
+    results = fit_group(members, build_data(base), "cpu")
+    assert results[0].result == FitResult("stopped", 1, "cpu", "stop requested during epoch 2")
+    assert results[1].result is None and isinstance(results[1].error, LookupError)
+    assert results[2].result == FitResult("completed", 1, "cpu", None)
+    early_solo, _ = _solo(early)
+    assert early_solo.status == "early_stopped" and early_solo.epochs_done < base.epochs
+    assert results[3].result == early_solo
+    solo, solo_reports = _solo(members[4].spec)
+    assert results[4].result == solo
+    assert _numbers(stayer_reports) == _numbers(solo_reports)
+
+
+def test_batch_ticks_come_from_each_members_own_batches(tiny_spec) -> None:
+    base = tiny_spec("binary", "mlp", data_seed=2, epochs=2)
+    ticks = [0, 0]
+
+    def tick(i: int) -> object:
+        return lambda: ticks.__setitem__(i, ticks[i] + 1)
+
+    members = [Member(base, on_batch=tick(0)), Member(replace(base, epochs=1), on_batch=tick(1))]
+    fit_group(members, build_data(base), "cpu")
+    per_epoch = -(-len(build_data(base).train) // base.batch_size)
+    assert ticks == [2 * per_epoch, per_epoch]
+
+
+def test_an_admitted_member_trains_exactly_as_alone(tiny_spec) -> None:
+    base = tiny_spec("translation", "rnn", cell="lstm", layers=2, dropout=0.2, data_seed=6)
+    late, late_reports = _member(replace(base, seed=21, lr=0.2, epochs=2))
+    offers = [[], [late]]
+    first = Member(replace(base, epochs=4))
+    results = fit_group([first], build_data(base), "cpu", admit=lambda: offers.pop(0) if offers else [])
+    assert not offers
+    solo, solo_reports = _solo(late.spec)
+    assert results[1].result == solo
+    assert _numbers(late_reports) == _numbers(solo_reports)
+    assert results[0].result == _solo(first.spec)[0]
+
+
+def test_a_member_resumes_from_its_checkpoint_in_another_group(tiny_spec) -> None:
+    base = tiny_spec("captioning", "rnn", cell="gru", layers=2, dropout=0.2, data_seed=8)
+    spec = replace(base, epochs=4, momentum=0.9, seed=3)
+    stop = threading.Event()
+    kept: list[EpochReport] = []
+
+    def keep(report: EpochReport) -> None:
+        kept.append(report)
+        if report.epoch == 2:
+            stop.set()
+
+    data = build_data(base)
+    first = fit_group([Member(spec, on_epoch=keep, stop=stop), Member(base)], data, "cpu", True)
+    assert first[0].result is not None and first[0].result.status == "stopped"
+    state = kept[-1].checkpoint
+    assert state is not None and state.epoch == 2
+    resumed, resumed_reports = _member(spec, resume=state)
+    second = fit_group([Member(replace(base, seed=30)), resumed], data, "cpu", True)
+    solo, solo_reports = _solo(spec)
+    assert second[1].result == solo
+    assert _numbers(kept + resumed_reports) == _numbers(solo_reports)
+
+
+def test_a_training_fault_ends_the_whole_group(tiny_spec) -> None:
+    base = tiny_spec("binary", "mlp", data_seed=2)
+    broken = replace(base, loss="hinge")  # training itself raises, not a member's callback
+    with pytest.raises(ValueError, match="loss must be one of"):
+        fit_group([Member(base), Member(broken)], build_data(base), "cpu")
+
+
+def test_fusion_key_ignores_what_each_member_keeps() -> None:
+    from models.spec import spec_from_dict
+
+    base = spec_from_dict({"task": "sentiment", "model": "rnn", "seed": 1, "data_seed": 1})
+    own = replace(base, lr=0.5, momentum=0.2, weight_decay=0.1, dropout=0.4, grad_clip=0.0,
+                  seed=9, epochs=99, patience=3, time_limit=5.0, prune="median", prune_warmup=4)
+    assert fusion_key(own) == fusion_key(base)
+    for shape in ({"hidden": 8}, {"cell": "lstm"}, {"layers": 2}, {"batch_size": 7},
+                  {"data_seed": 2}, {"samples": 99}, {"seq_len": 9}, {"device": "cuda"}):
+        assert fusion_key(replace(base, **shape)) != fusion_key(base), shape
+    assert fusion_key(replace(base, data_seed=None)) == fusion_key(base)  # seed 1 draws it
