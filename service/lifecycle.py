@@ -152,16 +152,20 @@ def _claim_compatible(
     """Up to `count` queued runs of fusion key `key` on `queue`, the most urgent first; a run
     another transaction is claiming is skipped, not waited for."""
     compatible = (Run.status == RunStatus.QUEUED, Run.fusion_key == key, Run.queue == queue)
-    ids = (
+    # Two statements: PostgreSQL may run a LIMIT ... SKIP LOCKED subquery of an UPDATE more
+    # than once, and a group then outgrew its size under concurrency.
+    ids = connection.scalars(
         select(Run.run_id)
         .where(*compatible)
         .order_by(Run.priority.desc(), Run.queued_at, Run.run_id)
         .limit(count)
         .with_for_update(skip_locked=True)
-    )
+    ).all()
+    if not ids:
+        return []
     rows = connection.execute(
         update(Run)
-        .where(Run.run_id.in_(ids.scalar_subquery()), *compatible)
+        .where(Run.run_id.in_(ids), *compatible)
         .values(**values, group_id=group)
         .returning(Run.run_id, Run.attempt, Run.spec, Run.priority)
     ).all()
