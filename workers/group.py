@@ -104,6 +104,7 @@ class _Group:
         self.ended: dict[int, str | None] = {}
         self.key: str | None = None
         self.queue = ""
+        self.started = time.perf_counter()
 
     def claim(self, run_id: int) -> list[_Seat]:
         claims, self.key, self.queue = claim_group(
@@ -233,9 +234,14 @@ class _Group:
         first = self.seats[0].spec
         data = cached_data(first, lambda: build_data(first, *_load_user_rows(self.engine, first)))
         members = self._members(list(self.seats))
-        log.info("group %s: %d runs training: %s", self.id, len(members), _ids(self._training()))
         if not members:
             return
+        setup = time.perf_counter() - self.started
+        # One line a group, which benchmarks/fusion.py reads: the claim and setup it shares.
+        log.info(
+            "group %s: %d runs, claim and setup %.1f ms: %s",
+            self.id, len(members), setup * 1000, _ids(self._training()),
+        )  # fmt: skip
         try:
             results = fit_group(
                 members, data, resolve_device(first.device), checkpoints=True, admit=self.admit
