@@ -1,42 +1,25 @@
-"""Fused training: the runs of one shape on one dataset trained side by side in one process,
-each member exactly as `models.training.fit` trains it alone.
+"""Fused training: runs of one shape on one dataset trained side by side in one process, each
+member exactly as `models.training.fit` trains it alone: bit-for-bit equal per-epoch losses,
+metrics, weights and checkpoints (tests/models/test_fusion.py).
 
-Exactness comes from each member keeping its own model, optimizer and random state. The
-global generators (CPU, and CUDA when training there) are swapped to the member's saved state
-around each of its epochs, rather than handing every op a `torch.Generator`: nn.RNN, nn.GRU and
-nn.LSTM draw their between-layer dropout from the global generator and take no other, and the
-solo path then stays exactly what it was, with no per-op plumbing. Not thread-safe: one group a
-process, and nothing else training in it meanwhile.
+How: MLPs on the CPU train stacked (models/fused_mlp.py: batched matmuls over every member,
+the speedup); everything else trains in lockstep (models/lockstep.py: one member after another,
+each on its own model and random state; no speedup, only the shared data and process). Not
+thread-safe: the members own the process's global random generators while the group trains.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-
-from models.checkpoint import TrainingState
 from models.data import TaskData, data_seed
+from models.fused_mlp import StackedGroup
+from models.lockstep import LockstepGroup
+from models.members import Member, MemberResult
 from models.spec import TrainSpec
-from models.training import EpochReport, FitResult, build_seeded, train_epochs
 
-
-@dataclass
-class Member:
-    spec: TrainSpec
-    on_epoch: Callable[[EpochReport], None] | None = None  # as models.training.fit's on_epoch
-    stop: threading.Event | None = None  # set: this member stops at its next batch ("stopped")
-    resume: TrainingState | None = None  # continue after the checkpoint's epoch, exactly
-    on_batch: Callable[[], None] | None = None  # progress tick after each of its batches
-
-
-@dataclass(frozen=True)
-class MemberResult:
-    result: FitResult | None  # how its training ended; None when its callback raised
-    error: BaseException | None  # what its own callback (on_epoch, on_batch) raised, if it did
+__all__ = ["Member", "MemberResult", "fit_group", "fusion_key"]
 
 
 def fusion_key(spec: TrainSpec) -> tuple[Any, ...]:
@@ -46,93 +29,25 @@ def fusion_key(spec: TrainSpec) -> tuple[Any, ...]:
     split = None if spec.val_data is not None else (spec.val_fraction, data_seed(spec))
     source = (spec.data, spec.val_data) if spec.data is not None else (spec.seq_len, spec.samples)
     return (
-        spec.task, source, split, spec.model, spec.cell if spec.model == "rnn" else None,
-        spec.hidden, spec.layers, spec.activation if spec.model == "mlp" else None, spec.loss,
-        spec.batch_size, spec.device,
+        spec.task,
+        source,
+        split,
+        spec.model,
+        spec.cell if spec.model == "rnn" else None,
+        spec.hidden,
+        spec.layers,
+        spec.activation if spec.model == "mlp" else None,
+        spec.loss,
+        spec.batch_size,
+        spec.device,
     )
 
 
-class _CallbackError(Exception):
-    """Carries what a member's own callback raised out of its training, to tell it apart from
-    a failure of training itself."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _guarded(callback: Callable[..., None] | None) -> Callable[..., None] | None:
-    if callback is None:
-        return None
-
-    def call(*args: Any) -> None:
-        try:
-            callback(*args)
-        except Exception as error:
-            raise _CallbackError(error) from error
-
-    return call
-
-
-@dataclass
-class _Trainer:
-    """One member's training in progress: its epochs and its random state between them."""
-
-    slot: int  # its place in the results
-    epochs: Generator[int, None, FitResult]
-    rng: torch.Tensor
-    cuda_rng: torch.Tensor | None
-    done: bool = False
-
-
-def _random_state(device: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return torch.get_rng_state(), torch.cuda.get_rng_state() if device == "cuda" else None
-
-
-def _set_random_state(rng: torch.Tensor, cuda_rng: torch.Tensor | None) -> None:
-    torch.set_rng_state(rng)
-    if cuda_rng is not None:
-        torch.cuda.set_rng_state(cuda_rng)
-
-
-class _Group:
-    def __init__(self, data: TaskData, device: str, checkpoints: bool) -> None:
-        self.data, self.device, self.checkpoints = data, device, checkpoints
-        self.trainers: list[_Trainer] = []
-        self.results: list[MemberResult | None] = []
-
-    def join(self, member: Member) -> None:
-        model, optimizer = build_seeded(member.spec, self.data, self.device)
-        epochs = train_epochs(
-            member.spec, self.data, model, optimizer, self.device, _guarded(member.on_epoch),
-            member.stop, None, member.resume, self.checkpoints, _guarded(member.on_batch),
-        )
-        rng, cuda_rng = _random_state(self.device)
-        self.trainers.append(_Trainer(len(self.results), epochs, rng, cuda_rng))
-        self.results.append(None)
-
-    def epoch(self) -> None:
-        """One epoch of every member still training; those that finish leave."""
-        for trainer in self.trainers:
-            _set_random_state(trainer.rng, trainer.cuda_rng)
-            try:
-                next(trainer.epochs)
-            except StopIteration as done:
-                self._leave(trainer, MemberResult(done.value, None))
-            except _CallbackError as raised:
-                self._leave(trainer, MemberResult(None, raised.error))
-            else:
-                trainer.rng, trainer.cuda_rng = _random_state(self.device)
-        self.trainers = [trainer for trainer in self.trainers if not trainer.done]
-
-    def _leave(self, trainer: _Trainer, result: MemberResult) -> None:
-        trainer.done = True
-        trainer.epochs.close()
-        self.results[trainer.slot] = result
-
-
 def fit_group(
-    members: Sequence[Member], data: TaskData, device: str, checkpoints: bool = False,
+    members: Sequence[Member],
+    data: TaskData,
+    device: str,
+    checkpoints: bool = False,
     admit: Callable[[], Sequence[Member]] | None = None,
 ) -> list[MemberResult]:
     """Train every member on the shared `data` (built once for their common `fusion_key`) on
@@ -144,12 +59,23 @@ def fit_group(
     others go on untouched. An exception from training itself (a device fault) propagates and
     ends every member's attempt.
     """
-    group = _Group(data, device, checkpoints)
+    if not members:
+        return []
+    key = fusion_key(members[0].spec)
+    stacked = members[0].spec.model == "mlp" and device == "cpu"
+    group = (StackedGroup if stacked else LockstepGroup)(data, device, checkpoints)
     for member in members:
+        _check(key, member)
         group.join(member)
     while group.trainers:
         group.epoch()
         if admit is not None and group.trainers:
             for member in admit():
+                _check(key, member)
                 group.join(member)
     return [result for result in group.results if result is not None]
+
+
+def _check(key: tuple[Any, ...], member: Member) -> None:
+    if fusion_key(member.spec) != key:
+        raise ValueError(f"a member's spec does not fuse with the group's: {member.spec}")

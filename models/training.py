@@ -123,20 +123,24 @@ class _Tally:
 
     def report(self, values: list[float]) -> SplitReport:
         """Turn the host copy of `flat()` into a report."""
-        steps, sequences = self.steps, self.sequences
-        loss, count, correct = (values[i * steps : (i + 1) * steps] for i in range(3))
-        seen = max(t + 1 for t in range(steps) if count[t] > 0)  # longest target tallied
-        metric = sum(correct) / sum(count)
-        per_timestep = [loss[t] / count[t] for t in range(seen)]
-        if steps == 1:
-            return SplitReport(sum(loss) / sequences, per_timestep, metric, {"accuracy": metric})
-        return SplitReport(
-            total=sum(loss) / sequences,
-            per_timestep=per_timestep,
-            metric=metric,
-            metrics={"token_accuracy": metric, "exact_match": values[3 * steps] / sequences},
-            per_timestep_metrics={"token_accuracy": [correct[t] / count[t] for t in range(seen)]},
-        )
+        return split_report(values, self.steps, self.sequences)
+
+
+def split_report(values: list[float], steps: int, sequences: int) -> SplitReport:
+    """The report of a split from the host copy of its `batch_sums` over `sequences` rows."""
+    loss, count, correct = (values[i * steps : (i + 1) * steps] for i in range(3))
+    seen = max(t + 1 for t in range(steps) if count[t] > 0)  # longest target tallied
+    metric = sum(correct) / sum(count)
+    per_timestep = [loss[t] / count[t] for t in range(seen)]
+    if steps == 1:
+        return SplitReport(sum(loss) / sequences, per_timestep, metric, {"accuracy": metric})
+    return SplitReport(
+        total=sum(loss) / sequences,
+        per_timestep=per_timestep,
+        metric=metric,
+        metrics={"token_accuracy": metric, "exact_match": values[3 * steps] / sequences},
+        per_timestep_metrics={"token_accuracy": [correct[t] / count[t] for t in range(seen)]},
+    )
 
 
 def _on(split: Split, device: str) -> Split:
@@ -334,18 +338,34 @@ def train_epochs(
         )
         if on_epoch is not None:
             on_epoch(report)
-        for name, split_report in (("train", report.train), ("val", report.val)):
-            if not _finite(split_report):
-                reason = f"non-finite {name} loss at epoch {epoch}"
-                return FitResult("diverged", epoch, device, reason)
-        if max_steps is not None and steps >= max_steps:
+        if max_steps is not None and steps >= max_steps and _finite_report(report):
             return FitResult("completed", epoch, device, f"max_steps={max_steps} reached")
-        if spec.patience is not None and stale >= spec.patience:
-            reason = f"val loss did not improve for {spec.patience} epochs"
-            return FitResult("early_stopped", epoch, device, reason)
-        if epoch < spec.epochs:
-            yield epoch
+        ended = epoch_outcome(spec, report, stale, device)
+        if ended is not None:
+            return ended
+        yield epoch
     return FitResult("completed", spec.epochs, device, None)
+
+
+def _finite_report(report: EpochReport) -> bool:
+    return _finite(report.train) and _finite(report.val)
+
+
+def epoch_outcome(
+    spec: TrainSpec, report: EpochReport, stale: int, device: str
+) -> FitResult | None:
+    """How training ends after `report`'s epoch (diverged, early stopped, or its epochs done),
+    or None when it goes on; `stale` counts the epochs since the best val loss."""
+    epoch = report.epoch
+    for name, split_report in (("train", report.train), ("val", report.val)):
+        if not _finite(split_report):
+            return FitResult("diverged", epoch, device, f"non-finite {name} loss at epoch {epoch}")
+    if spec.patience is not None and stale >= spec.patience:
+        reason = f"val loss did not improve for {spec.patience} epochs"
+        return FitResult("early_stopped", epoch, device, reason)
+    if epoch >= spec.epochs:
+        return FitResult("completed", spec.epochs, device, None)
+    return None
 
 
 def fit(

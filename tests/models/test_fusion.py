@@ -134,7 +134,8 @@ def test_an_admitted_member_trains_exactly_as_alone(tiny_spec) -> None:
     late, late_reports = _member(replace(base, seed=21, lr=0.2, epochs=2))
     offers = [[], [late]]
     first = Member(replace(base, epochs=4))
-    results = fit_group([first], build_data(base), "cpu", admit=lambda: offers.pop(0) if offers else [])
+    admit = lambda: offers.pop(0) if offers else []  # noqa: E731
+    results = fit_group([first], build_data(base), "cpu", admit=admit)
     assert not offers
     solo, solo_reports = _solo(late.spec)
     assert results[1].result == solo
@@ -165,21 +166,45 @@ def test_a_member_resumes_from_its_checkpoint_in_another_group(tiny_spec) -> Non
     assert _numbers(kept + resumed_reports) == _numbers(solo_reports)
 
 
-def test_a_training_fault_ends_the_whole_group(tiny_spec) -> None:
-    base = tiny_spec("binary", "mlp", data_seed=2)
-    broken = replace(base, loss="hinge")  # training itself raises, not a member's callback
-    with pytest.raises(ValueError, match="loss must be one of"):
-        fit_group([Member(base), Member(broken)], build_data(base), "cpu")
+@pytest.mark.parametrize("model", ["mlp", "rnn"])
+def test_a_training_fault_ends_the_whole_group(tiny_spec, model: str) -> None:
+    """A checkpoint of another shape fails training itself, not a member's callback."""
+    base = tiny_spec("binary", model, data_seed=2, epochs=1)
+    reports: list[EpochReport] = []
+    fit(replace(base, hidden=4), build_data(base), on_epoch=reports.append, checkpoints=True)
+    wrong = Member(replace(base, seed=3), resume=reports[0].checkpoint)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        fit_group([Member(base), wrong], build_data(base), "cpu")
 
 
 def test_fusion_key_ignores_what_each_member_keeps() -> None:
     from models.spec import spec_from_dict
 
     base = spec_from_dict({"task": "sentiment", "model": "rnn", "seed": 1, "data_seed": 1})
-    own = replace(base, lr=0.5, momentum=0.2, weight_decay=0.1, dropout=0.4, grad_clip=0.0,
-                  seed=9, epochs=99, patience=3, time_limit=5.0, prune="median", prune_warmup=4)
+    own = replace(
+        base,
+        lr=0.5,
+        momentum=0.2,
+        weight_decay=0.1,
+        dropout=0.4,
+        grad_clip=0.0,
+        seed=9,
+        epochs=99,
+        patience=3,
+        time_limit=5.0,
+        prune="median",
+        prune_warmup=4,
+    )
     assert fusion_key(own) == fusion_key(base)
-    for shape in ({"hidden": 8}, {"cell": "lstm"}, {"layers": 2}, {"batch_size": 7},
-                  {"data_seed": 2}, {"samples": 99}, {"seq_len": 9}, {"device": "cuda"}):
+    for shape in (
+        {"hidden": 8},
+        {"cell": "lstm"},
+        {"layers": 2},
+        {"batch_size": 7},
+        {"data_seed": 2},
+        {"samples": 99},
+        {"seq_len": 9},
+        {"device": "cuda"},
+    ):
         assert fusion_key(replace(base, **shape)) != fusion_key(base), shape
     assert fusion_key(replace(base, data_seed=None)) == fusion_key(base)  # seed 1 draws it
