@@ -112,14 +112,15 @@ class StackedGroup:
         config = active[0].model.config
         if all(t.member.spec.dropout == 0 for t in active):
             return [None] * config.layers
-        keep = []
+        ones, keep = torch.ones(rows, config.hidden), []
         for _ in range(config.layers):
             scales = []
             for trainer in active:
                 p = trainer.member.spec.dropout
-                scale = torch.ones(rows, config.hidden)
-                if p > 0:  # nn.Dropout draws nothing at p = 0
-                    scale = scale.bernoulli_(1 - p, generator=trainer.generator).div_(1 - p)
+                scale = ones  # nn.Dropout draws nothing at p = 0
+                if p > 0:
+                    scale = torch.empty_like(ones).bernoulli_(1 - p, generator=trainer.generator)
+                    scale.div_(1 - p)
                 scales.append(scale)
             keep.append(torch.stack(scales))
         return keep

@@ -4,9 +4,9 @@ tensors (HFTA's horizontal fusion), arranged so each member's numbers are the so
 Why the numbers match `models.training` on the CPU: a batched matmul computes each member's
 slice as the matmul of that slice alone, and a norm or sum over a member's slice reduces in
 the order of the whole tensor alone; dropout masks come from each member's own generator in
-the solo draw order; and SGD's fused multiply-adds (`add(alpha=...)`) are done in float64
-from float32 operands, whose product float64 holds exactly. The equality is tested, member by
-member, against solo runs (tests/models/test_fusion.py).
+the solo draw order; autograd's backward is replaced where it would round otherwise (`_Linear`,
+`_bmm`); and SGD's fused multiply-adds (`add(alpha=...)`) keep their single rounding. The
+equality is tested, member by member, against solo runs (tests/models/test_fusion.py).
 """
 
 from __future__ import annotations
@@ -19,10 +19,20 @@ from torch import Tensor, nn
 
 from models.mlp import MLP
 
+LOOP_MIN = 4096  # from this many numbers a member, SGD's multiply-adds run member by member
 
-def _fma(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
-    """a * b + c rounded once to float32, as the CPU kernel of `c.add(a, alpha=b)` does."""
-    return torch.addcmul(c.double(), a.double(), b.double()).float()
+
+def _multiply_add(c: Tensor, a: Tensor, alphas: list[float], into: Tensor) -> None:
+    """into = c + alpha * a for each member's alpha, rounded once as the CPU kernel of
+    `c.add(a, alpha=alpha)` rounds it (a fused multiply-add). Large members call that kernel
+    one by one; small ones, where those calls would cost more than the arithmetic, compute it
+    in float64, which holds the float32 product exactly, then round."""
+    if c[0].numel() >= LOOP_MIN:
+        for k, alpha in enumerate(alphas):
+            torch.add(c[k], a[k], alpha=alpha, out=into[k])
+        return
+    scale = torch.tensor(alphas, dtype=torch.float32).view((-1,) + (1,) * (c.dim() - 1))
+    into.copy_(torch.addcmul(c.double(), a.double(), scale.double()))
 
 
 SMALL_GEMM = 400  # below this many multiply-adds a matrix, bmm on the CPU loops on its own
@@ -70,10 +80,12 @@ class StackedMLP:
         self.activation = models[0].body[1]  # the same elementwise module in every block
         linears = [[m for m in model.modules() if isinstance(m, nn.Linear)] for model in models]
         self.sources = [list(model.parameters()) for model in models]
-        self.weights = [torch.stack([row[i].weight.detach() for row in linears]) for i in
-                        range(len(linears[0]))]  # (K, out, in) each
-        self.biases = [torch.stack([row[i].bias.detach() for row in linears]) for i in
-                       range(len(linears[0]))]  # (K, out) each
+        self.weights = [
+            torch.stack([row[i].weight.detach() for row in linears]) for i in range(len(linears[0]))
+        ]  # (K, out, in) each
+        self.biases = [
+            torch.stack([row[i].bias.detach() for row in linears]) for i in range(len(linears[0]))
+        ]  # (K, out) each
         for tensor in self.weights + self.biases:
             tensor.requires_grad_(True)
 
@@ -113,23 +125,29 @@ class StackedSGD:
         self.params, self.optimizers = stacked.parameters(), optimizers
         groups = [optimizer.param_groups[0] for optimizer in optimizers]
         like = self.params[0]
-        self.lr = _per_member([-g["lr"] for g in groups], like)
+        self.lr = [-g["lr"] for g in groups]
         self.momentum = [g["momentum"] for g in groups]
-        self.weight_decay = _per_member([g["weight_decay"] for g in groups], like)
+        self.weight_decay = [g["weight_decay"] for g in groups]
         self.scale = _per_member(self.momentum, like)
-        self.uses = torch.tensor([m != 0 for m in self.momentum]).view(self.lr.shape)
+        self.uses = torch.tensor([m != 0 for m in self.momentum]).view(self.scale.shape)
         self.clips = clips
         self.sources = [list(o.param_groups[0]["params"]) for o in optimizers]
         self.buffers = [self._buffers(i) for i in range(len(self.params))]
 
     def _buffers(self, i: int) -> Tensor | None:
-        found = [o.state[s[i]].get("momentum_buffer") for o, s in
-                 zip(self.optimizers, self.sources, strict=True)]
+        found = [
+            o.state[s[i]].get("momentum_buffer")
+            for o, s in zip(self.optimizers, self.sources, strict=True)
+        ]
         if all(buffer is None for buffer in found):
             return None
         param = self.params[i]
-        return torch.stack([param[k].detach().new_zeros(param.shape[1:]) if b is None else b
-                            for k, b in enumerate(found)])
+        return torch.stack(
+            [
+                param[k].detach().new_zeros(param.shape[1:]) if b is None else b
+                for k, b in enumerate(found)
+            ]
+        )
 
     @torch.no_grad()
     def step(self) -> None:
@@ -138,13 +156,17 @@ class StackedSGD:
         self._clip(grads)
         for i, (param, grad) in enumerate(zip(self.params, grads, strict=True)):
             shape = (-1,) + (1,) * (param.dim() - 1)
-            decayed = _fma(param, self.weight_decay.view(shape), grad)
+            decayed = grad
+            if any(self.weight_decay):
+                decayed = torch.empty_like(grad)
+                _multiply_add(grad, param, self.weight_decay, decayed)
             buffer = self.buffers[i]
             if any(self.momentum):
                 moved = decayed if buffer is None else buffer * self.scale.view(shape) + decayed
                 self.buffers[i] = buffer = moved
-                decayed = torch.where(self.uses.view(shape), buffer, decayed)
-            param.copy_(_fma(decayed, self.lr.view(shape), param))
+                mixed = not all(self.momentum)  # momentum 0: SGD steps along the gradient
+                decayed = torch.where(self.uses.view(shape), buffer, decayed) if mixed else buffer
+            _multiply_add(param, decayed, self.lr, param)
             param.grad = None
 
     def _clip(self, grads: list[Tensor]) -> None:

@@ -21,6 +21,20 @@ def test_builtin_split_sizes_dims_and_seeding(tiny_spec) -> None:
     assert not torch.equal(data.train.x, other.train.x)
 
 
+def test_data_seed_draws_the_data_and_split_in_place_of_the_seed(tiny_spec) -> None:
+    """Seed replicates that share a data seed share one dataset and split; without one, the
+    seed draws them, as before the data seed existed."""
+    first = build_data(tiny_spec("sentiment", "rnn", seed=1, data_seed=9))
+    second = build_data(tiny_spec("sentiment", "rnn", seed=2, data_seed=9))
+    assert torch.equal(first.train.x, second.train.x) and torch.equal(first.val.y, second.val.y)
+    unset = build_data(tiny_spec("sentiment", "rnn", seed=9))
+    assert torch.equal(first.train.x, unset.train.x) and torch.equal(first.val.x, unset.val.x)
+    assert not torch.equal(first.train.x, build_data(tiny_spec("sentiment", "rnn", seed=1)).train.x)
+    rows = [{"input": [float(i)], "target": i % 2} for i in range(30)]
+    split = [build_data(tiny_spec("binary", "mlp", seed=s, data_seed=4), rows) for s in (0, 5)]
+    assert torch.equal(split[0].val.x, split[1].val.x)
+
+
 def test_targets_end_with_eos_and_pad_after(tiny_spec) -> None:
     data = build_data(tiny_spec("captioning", "rnn"))
     split = data.train

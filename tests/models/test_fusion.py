@@ -6,6 +6,7 @@ import threading
 from dataclasses import replace
 
 import pytest
+import torch
 
 from models.data import build_data
 from models.fusion import Member, fit_group, fusion_key
@@ -33,7 +34,7 @@ def _variants(base: TrainSpec) -> list[TrainSpec]:
     """Members that share the base's data and shapes and differ in everything else."""
     return [
         base,
-        replace(base, lr=0.3, momentum=0.9, weight_decay=0.01, dropout=0.3, seed=7, grad_clip=0.5),
+        replace(base, lr=0.3, momentum=0.0, weight_decay=0.01, dropout=0.3, seed=7, grad_clip=0.5),
         replace(base, lr=0.05, momentum=0.5, dropout=0.1, seed=11, grad_clip=0.0, epochs=3),
     ]
 
@@ -56,7 +57,7 @@ def _variants(base: TrainSpec) -> list[TrainSpec]:
 def test_each_member_equals_its_solo_run(
     tiny_spec, task: str, model: str, cell: str, layers: int
 ) -> None:
-    base = tiny_spec(task, model, cell=cell, layers=layers, data_seed=5, seed=1)
+    base = tiny_spec(task, model, cell=cell, layers=layers, data_seed=5, seed=1, samples=40)
     specs = _variants(base)
     assert len({fusion_key(spec) for spec in specs}) == 1
     members = [_member(spec) for spec in specs]
@@ -129,11 +130,16 @@ def test_batch_ticks_come_from_each_members_own_batches(tiny_spec) -> None:
     assert ticks == [2 * per_epoch, per_epoch]
 
 
-def test_an_admitted_member_trains_exactly_as_alone(tiny_spec) -> None:
-    base = tiny_spec("translation", "rnn", cell="lstm", layers=2, dropout=0.2, data_seed=6)
-    late, late_reports = _member(replace(base, seed=21, lr=0.2, epochs=2))
+@pytest.mark.parametrize(
+    ("task", "model", "cell"), [("translation", "rnn", "lstm"), ("captioning", "mlp", "gru")]
+)
+def test_an_admitted_member_trains_exactly_as_alone(
+    tiny_spec, task: str, model: str, cell: str
+) -> None:
+    base = tiny_spec(task, model, cell=cell, layers=2, dropout=0.2, data_seed=6, samples=30)
+    late, late_reports = _member(replace(base, seed=21, lr=0.2, weight_decay=0.01, epochs=2))
     offers = [[], [late]]
-    first = Member(replace(base, epochs=4))
+    first = Member(replace(base, epochs=3))
     admit = lambda: offers.pop(0) if offers else []  # noqa: E731
     results = fit_group([first], build_data(base), "cpu", admit=admit)
     assert not offers
@@ -143,8 +149,13 @@ def test_an_admitted_member_trains_exactly_as_alone(tiny_spec) -> None:
     assert results[0].result == _solo(first.spec)[0]
 
 
-def test_a_member_resumes_from_its_checkpoint_in_another_group(tiny_spec) -> None:
-    base = tiny_spec("captioning", "rnn", cell="gru", layers=2, dropout=0.2, data_seed=8)
+@pytest.mark.parametrize(
+    ("task", "model", "cell"), [("captioning", "rnn", "gru"), ("sentiment", "mlp", "gru")]
+)
+def test_a_member_resumes_from_its_checkpoint_in_another_group(
+    tiny_spec, task: str, model: str, cell: str
+) -> None:
+    base = tiny_spec(task, model, cell=cell, layers=2, dropout=0.2, data_seed=8, samples=30)
     spec = replace(base, epochs=4, momentum=0.9, seed=3)
     stop = threading.Event()
     kept: list[EpochReport] = []
@@ -161,9 +172,15 @@ def test_a_member_resumes_from_its_checkpoint_in_another_group(tiny_spec) -> Non
     assert state is not None and state.epoch == 2
     resumed, resumed_reports = _member(spec, resume=state)
     second = fit_group([Member(replace(base, seed=30)), resumed], data, "cpu", True)
-    solo, solo_reports = _solo(spec)
+    solo_reports: list[EpochReport] = []
+    solo = fit(spec, data, on_epoch=solo_reports.append, checkpoints=True)
     assert second[1].result == solo
     assert _numbers(kept + resumed_reports) == _numbers(solo_reports)
+    for grouped, alone in zip(kept + resumed_reports, solo_reports, strict=True):
+        assert grouped.checkpoint is not None and alone.checkpoint is not None
+        for name, weights in alone.checkpoint.model.items():
+            assert torch.equal(grouped.checkpoint.model[name], weights), name
+        assert torch.equal(grouped.checkpoint.rng, alone.checkpoint.rng)
 
 
 @pytest.mark.parametrize("model", ["mlp", "rnn"])
@@ -208,3 +225,20 @@ def test_fusion_key_ignores_what_each_member_keeps() -> None:
     ):
         assert fusion_key(replace(base, **shape)) != fusion_key(base), shape
     assert fusion_key(replace(base, data_seed=None)) == fusion_key(base)  # seed 1 draws it
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("task", "model"), [("binary", "mlp"), ("translation", "rnn")])
+def test_on_cuda_each_member_follows_its_solo_run(tiny_spec, task: str, model: str) -> None:
+    """On CUDA the group trains in lockstep with each member's own CUDA generator state, on
+    the kernels (and CUDA graphs) of its solo run."""
+    base = tiny_spec(task, model, device="cuda", layers=2, data_seed=5, samples=40)
+    specs = _variants(base)
+    members = [_member(spec) for spec in specs]
+    fit_group([m for m, _ in members], build_data(base), "cuda")
+    for spec, (_, reports) in zip(specs, members, strict=True):
+        _, solo_reports = _solo(spec)
+        assert len(reports) == len(solo_reports) == spec.epochs
+        for grouped, alone in zip(reports, solo_reports, strict=True):
+            assert grouped.train.total == pytest.approx(alone.train.total, rel=1e-6)
+            assert grouped.val.per_timestep == pytest.approx(alone.val.per_timestep, rel=1e-6)

@@ -33,6 +33,8 @@ def test_defaults_fill_what_the_user_left_out() -> None:
         ("epochs", True, "epochs must be a number"),
         ("activation", "gelu", "activation must be one of relu, tanh, sigmoid"),
         ("data", "not-a-digest", "data must be a sha256"),
+        ("data_seed", -1, "data_seed must be in [0, 2.14748e+09]"),
+        ("data_seed", 1.5, "data_seed must be a whole number"),
         ("colour", "red", "unknown spec field 'colour'"),
     ],
 )
@@ -42,6 +44,14 @@ def test_invalid_values_are_refused_with_one_line(field: str, value: object, mes
         spec_from_dict(raw)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_data_seed_is_optional_and_kept() -> None:
+    old = spec_from_dict({"task": "binary", "model": "mlp", "seed": 3}).to_dict()
+    del old["data_seed"]  # a spec stored before the field existed
+    assert spec_from_dict(old).data_seed is None
+    spec = spec_from_dict({"task": "binary", "model": "mlp", "seed": 3, "data_seed": "7"})
+    assert spec.data_seed == 7 and spec_from_dict(spec.to_dict()) == spec
 
 
 @pytest.mark.parametrize(
