@@ -8,7 +8,8 @@ its members, from the worker's log lines), the training process's peak RSS durin
 and whether every run's final losses are the same fused and alone.
 
 Run from the repository root:
-    python -m benchmarks.fusion [--samples 640] [--epochs 2] [--runs 16] [--database-url URL]
+    python -m benchmarks.fusion [--samples 480] [--epochs 2] [--runs 16] [--fuse 16]
+                                [--tasks T ...] [--database-url URL] [--output FILE]
 Writes benchmarks/results/fusion.md. Starts a private redis-server; the database is SQLite in
 a temporary folder unless --database-url names another.
 """
@@ -159,7 +160,7 @@ def run_mode(
 
 def report(args: argparse.Namespace, argv: list[str], load: tuple, fused: dict, solo: dict) -> str:
     lines = [
-        "# Fused sweeps through a real worker: --fuse 16 against --fuse 1",
+        f"# Fused sweeps through a real worker: --fuse {args.fuse} against --fuse 1",
         "",
         *(
             line.replace("benchmarks.fleet_speed", "benchmarks.fusion")
@@ -169,8 +170,8 @@ def report(args: argparse.Namespace, argv: list[str], load: tuple, fused: dict, 
         f"Each row: a sweep of {args.runs} runs of one shape (lr x momentum x dropout, each its "
         f"own seed, one data seed), {args.samples} samples, {args.epochs} epochs, submitted in "
         "one batch to one idle `expq worker --concurrency 1` on CPU (SQLite, private Redis), "
-        "trained fused (--fuse 16) and then one at a time (--fuse 1). Wall: submit to the last "
-        "run finished. Samples/s: the training samples of every run summed, over the wall time. "
+        f"trained fused (--fuse {args.fuse}) and then one at a time (--fuse 1). "
+        "Wall: submit to the last run finished. Samples/s: the training samples of every run summed, over the wall time. "
         "Setup per run: claim, data and checkpoint lookup (a group's shared setup divided "
         "among its members). Peak RSS: the training process during the sweep. Same losses: "
         "every run's final val loss, fused against alone.",
@@ -198,9 +199,10 @@ def report(args: argparse.Namespace, argv: list[str], load: tuple, fused: dict, 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=16)
-    parser.add_argument("--samples", type=int, default=640)
+    parser.add_argument("--samples", type=int, default=480)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--fuse", type=int, default=16, help="K of the fused worker")
     parser.add_argument("--database-url")
     parser.add_argument("--output", type=Path, default=RESULT)
     args = parser.parse_args(argv)
@@ -216,7 +218,7 @@ def main(argv: list[str]) -> None:
         env.pop("OMP_NUM_THREADS", None)  # the worker's own choice: every core to its one process
         bench = Bench(database, broker)
         try:
-            fused = run_mode(bench, processes, env, 16, args)
+            fused = run_mode(bench, processes, env, args.fuse, args)
             solo = run_mode(bench, processes, env, 1, args)
         finally:
             processes.stop_all()
