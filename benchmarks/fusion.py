@@ -37,6 +37,11 @@ SOLO_SETUP = re.compile(
     r"run (\d+) attempt \d+ \w+ in [\d.]+ s \(claim ([\d.]+) ms, setup ([\d.]+) ms"
 )
 GROUP_SETUP = re.compile(r"group \w+: (\d+) runs, claim and setup ([\d.]+) ms: ([\d, ]+)")
+COLUMNS = (
+    "task", "model", "wall fused s", "wall alone s", "samples/s fused", "samples/s alone",
+    "speed-up", "target", "CPU s fused", "CPU s alone", "CPU speed-up", "setup/run fused ms",
+    "setup/run alone ms", "peak RSS fused MB", "peak RSS alone MB", "groups", "same losses",
+)  # fmt: skip
 TERMINAL = {"succeeded", "failed", "diverged", "cancelled", "pruned"}
 
 
@@ -110,6 +115,17 @@ def peak_rss_mb(pids: list[int]) -> float:
     return max(peaks)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes so far: what a sweep cost, however much of the
+    machine other jobs took meanwhile (wall time on a shared machine measures them too)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def setup_per_run(log: Path, run_ids: set[int], fused: bool) -> float:
     """Mean ms of claim and setup per run, from the worker's log."""
     text = log.read_text()
@@ -138,6 +154,7 @@ def run_mode(
     for task, model in itertools.product(args.tasks, MODELS):
         specs = sweep(task, model, args.runs, args.samples, args.epochs)
         reset_peak(pids)
+        cpu = cpu_seconds(pids)
         started = time.time()
         run_ids = bench.submit(f"fuse{fuse}-{task}-{model}", specs)
         rows = bench.wait(run_ids, 3600)
@@ -146,6 +163,7 @@ def run_mode(
         trained = sum(spec["samples"] * 0.8 * spec["epochs"] for spec in specs)
         results[(task, model)] = {
             "wall": wall,
+            "cpu": cpu_seconds(pids) - cpu,
             "samples_per_s": trained / wall,
             "setup_ms": setup_per_run(log, set(run_ids), fuse > 1),
             "peak_mb": peak_rss_mb(pids),
@@ -167,19 +185,24 @@ def report(args: argparse.Namespace, argv: list[str], load: tuple, fused: dict, 
             for line in machine(argv, load)
         ),
         "",
-        f"Each row: a sweep of {args.runs} runs of one shape (lr x momentum x dropout, each its "
-        f"own seed, one data seed), {args.samples} samples, {args.epochs} epochs, submitted in "
-        "one batch to one idle `expq worker --concurrency 1` on CPU (SQLite, private Redis), "
-        f"trained fused (--fuse {args.fuse}) and then one at a time (--fuse 1). "
-        "Wall: submit to the last run finished. Samples/s: the training samples of every run summed, over the wall time. "
-        "Setup per run: claim, data and checkpoint lookup (a group's shared setup divided "
-        "among its members). Peak RSS: the training process during the sweep. Same losses: "
-        "every run's final val loss, fused against alone.",
+        " ".join(
+            [
+                f"Each row: a sweep of {args.runs} runs of one shape (lr x momentum x dropout,",
+                f"each its own seed, one data seed), {args.samples} samples, {args.epochs}",
+                "epochs, submitted in one batch to one idle `expq worker --concurrency 1` on",
+                f"CPU (SQLite, private Redis), trained fused (--fuse {args.fuse}) and then one",
+                "at a time (--fuse 1). Wall: submit to the last run finished. Samples/s: the",
+                "training samples of every run summed, over the wall time. CPU s: user + system",
+                "time of the training process over the sweep, which other jobs on a shared",
+                "machine do not inflate. Setup per run: claim, data and checkpoint lookup (a",
+                "group's shared setup divided among its members). Peak RSS: the training",
+                "process during the sweep. Same losses: every run's final val loss, fused",
+                "against alone.",
+            ]
+        ),
         "",
-        "| task | model | wall fused s | wall alone s | samples/s fused | samples/s alone "
-        "| speed-up | target | setup/run fused ms | setup/run alone ms | peak RSS fused MB "
-        "| peak RSS alone MB | groups | same losses |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
     ]
     for key in fused:
         f, s = fused[key], solo[key]
@@ -190,6 +213,7 @@ def report(args: argparse.Namespace, argv: list[str], load: tuple, fused: dict, 
             f"| {key[0]} | {key[1]} | {f['wall']:.2f} | {s['wall']:.2f} "
             f"| {f['samples_per_s']:.0f} | {s['samples_per_s']:.0f} | {speedup:.2f}x "
             f"| {target:g}x {'met' if speedup >= target else 'missed'} "
+            f"| {f['cpu']:.2f} | {s['cpu']:.2f} | {s['cpu'] / f['cpu']:.2f}x "
             f"| {f['setup_ms']:.1f} | {s['setup_ms']:.1f} | {f['peak_mb']:.0f} "
             f"| {s['peak_mb']:.0f} | {f['groups']} | {same}/{len(f['losses'])} |"
         )
