@@ -8,7 +8,7 @@ its members, from the worker's log lines), the training process's peak RSS durin
 and whether every run's final losses are the same fused and alone.
 
 Run from the repository root:
-    python -m benchmarks.fusion [--samples 480] [--epochs 2] [--runs 16] [--fuse 16]
+    python -m benchmarks.fusion [--samples 320] [--epochs 2] [--runs 16] [--fuse 16]
                                 [--tasks T ...] [--database-url URL] [--output FILE]
 Writes benchmarks/results/fusion.md. Starts a private redis-server; the database is SQLite in
 a temporary folder unless --database-url names another.
@@ -223,7 +223,7 @@ def report(args: argparse.Namespace, argv: list[str], load: tuple, fused: dict, 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=16)
-    parser.add_argument("--samples", type=int, default=480)
+    parser.add_argument("--samples", type=int, default=320)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--fuse", type=int, default=16, help="K of the fused worker")
