@@ -47,3 +47,27 @@ def test_a_run_names_its_group_and_show_lists_the_runs_beside_it(
     }  # fmt: skip
     table = CliRunner().invoke(cli, ["runs", "show", str(runs[0])])
     assert f"{runs[1]}, {runs[2]}" in table.output and "g1" in table.output
+
+
+def test_seed_replicates_sharing_a_data_seed_share_a_fusion_key(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import select
+
+    from service.schema import Run
+
+    monkeypatch.setenv("EXPQ_DATABASE_URL", sqlite_url)
+    swept = CliRunner().invoke(
+        cli,
+        ["sweep", "--task", "binary", "--model", "mlp", "--seeds", "3", "--data-seed", "4",
+         "--dry-run", "--json"],
+    )  # fmt: skip
+    assert swept.exit_code == 0, swept.output
+    planned = json.loads(swept.output)
+    assert [(run["seed"], run["data_seed"]) for run in planned] == [(0, 4), (1, 4), (2, 4)]
+    engine = get_engine(sqlite_url)
+    for seed in (1, 2):
+        spec = spec_from_dict({"task": "binary", "model": "mlp", "seed": seed, "data_seed": 4})
+        create_run(engine, spec.to_dict(), spec.params(), NewRun("e", "cpu"))
+    with engine.connect() as connection:
+        assert len(set(connection.scalars(select(Run.fusion_key)))) == 1
