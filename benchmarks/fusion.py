@@ -66,8 +66,12 @@ class Bench:
         """The sweep in one batch: every run queued before the worker's first claim."""
         from service.store import NewRun
         from service.submit import submit_batch, validate_spec
+        from workers.dispatch import queue_for_device
 
-        batch = [(validate_spec(raw), NewRun(experiment, "cpu")) for raw in specs]
+        batch = [
+            (validate_spec(raw), NewRun(experiment, queue_for_device(raw["device"])))
+            for raw in specs
+        ]
         return [run.id for run in submit_batch(self.engine, self.app, experiment, batch)]
 
     def rows(self, run_ids: list[int]) -> list:
@@ -140,40 +144,46 @@ def setup_per_run(log: Path, run_ids: set[int], fused: bool) -> float:
     return statistics.mean(solo)
 
 
-def run_mode(
-    bench: Bench, processes: Processes, env: dict, fuse: int, args: argparse.Namespace
-) -> dict:
-    command = [sys.executable, "-m", "service", "worker", "--queues", "cpu",
-               "--concurrency", "1", f"--fuse={fuse}", "--loglevel", "INFO"]  # fmt: skip
-    log = processes.start(command, env, f"worker-fuse-{fuse}")
-    worker = processes.started[-1]
-    warm = bench.submit(f"warm-{fuse}", sweep("binary", "mlp", 1, 64, 1))
-    bench.wait(warm, 300)  # torch imported, the pool process up
-    pids = pool_pids(worker.pid)
-    results = {}
-    for task, model in itertools.product(args.tasks, MODELS):
-        specs = sweep(task, model, args.runs, args.samples, args.epochs)
-        reset_peak(pids)
-        cpu = cpu_seconds(pids)
+class Worker:
+    """One idle `expq worker --fuse K` on its own queue, its pool process warm."""
+
+    def __init__(self, bench: Bench, processes: Processes, env: dict, fuse: int) -> None:
+        # Each on a queue of its own (cpu or auto, both training on the CPU), so that the two
+        # modes can take turns sweep by sweep under the same load of a shared machine.
+        self.bench, self.fuse = bench, fuse
+        self.device = "auto" if fuse > 1 else "cpu"
+        command = [sys.executable, "-m", "service", "worker", "--queues", self.device,
+                   "--concurrency", "1", f"--fuse={fuse}", "--loglevel", "INFO"]  # fmt: skip
+        self.log = processes.start(command, env, f"worker-fuse-{fuse}")
+        worker = processes.started[-1]
+        warm = bench.submit(f"warm-{fuse}", self.specs("binary", "mlp", 1, 64, 1))
+        bench.wait(warm, 600)  # torch imported, the pool process up
+        self.pids = pool_pids(worker.pid)
+
+    def specs(self, *shape: object) -> list[dict]:
+        return [{**spec, "device": self.device} for spec in sweep(*shape)]
+
+    def sweep(self, task: str, model: str, args: argparse.Namespace) -> dict:
+        specs = self.specs(task, model, args.runs, args.samples, args.epochs)
+        reset_peak(self.pids)
+        cpu = cpu_seconds(self.pids)
         started = time.time()
-        run_ids = bench.submit(f"fuse{fuse}-{task}-{model}", specs)
-        rows = bench.wait(run_ids, 3600)
+        run_ids = self.bench.submit(f"fuse{self.fuse}-{task}-{model}", specs)
+        rows = self.bench.wait(run_ids, 3600)
         wall = max(row.finished_at.timestamp() for row in rows) - started
         rows.sort(key=lambda row: run_ids.index(row.run_id))
         trained = sum(spec["samples"] * 0.8 * spec["epochs"] for spec in specs)
-        results[(task, model)] = {
+        print(f"fuse {self.fuse} {task} {model}: {wall:.2f} s", flush=True)
+        return {
             "wall": wall,
-            "cpu": cpu_seconds(pids) - cpu,
+            "cpu": cpu_seconds(self.pids) - cpu,
             "samples_per_s": trained / wall,
-            "setup_ms": setup_per_run(log, set(run_ids), fuse > 1),
-            "peak_mb": peak_rss_mb(pids),
+            "setup_ms": setup_per_run(self.log, set(run_ids), self.fuse > 1),
+            "peak_mb": peak_rss_mb(self.pids),
             "losses": [row.final_val_loss for row in rows],
             "statuses": {row.status for row in rows},
             "groups": len({row.group_id for row in rows}),
         }
-        print(f"fuse {fuse} {task} {model}: {wall:.2f} s", flush=True)
-    processes.stop_all()
-    return results
 
 
 def report(args: argparse.Namespace, argv: list[str], load: tuple, fused: dict, solo: dict) -> str:
@@ -189,9 +199,11 @@ def report(args: argparse.Namespace, argv: list[str], load: tuple, fused: dict, 
             [
                 f"Each row: a sweep of {args.runs} runs of one shape (lr x momentum x dropout,",
                 f"each its own seed, one data seed), {args.samples} samples, {args.epochs}",
-                "epochs, submitted in one batch to one idle `expq worker --concurrency 1` on",
-                f"CPU (SQLite, private Redis), trained fused (--fuse {args.fuse}) and then one",
-                "at a time (--fuse 1). Wall: submit to the last run finished. Samples/s: the",
+                "epochs, submitted in one batch to an idle `expq worker --concurrency 1` on",
+                f"CPU (SQLite, private Redis), trained fused (--fuse {args.fuse}), then the same",
+                "sweep one at a time (--fuse 1) by a second idle worker: the two take turns",
+                "sweep by sweep, so that both meet the same load. Wall: submit to the last run",
+                "finished. Samples/s: the",
                 "training samples of every run summed, over the wall time. CPU s: user + system",
                 "time of the training process over the sweep, which other jobs on a shared",
                 "machine do not inflate. Setup per run: claim, data and checkpoint lookup (a",
@@ -242,8 +254,11 @@ def main(argv: list[str]) -> None:
         env.pop("OMP_NUM_THREADS", None)  # the worker's own choice: every core to its one process
         bench = Bench(database, broker)
         try:
-            fused = run_mode(bench, processes, env, args.fuse, args)
-            solo = run_mode(bench, processes, env, 1, args)
+            fusing, alone = (Worker(bench, processes, env, k) for k in (args.fuse, 1))
+            fused, solo = {}, {}
+            for key in itertools.product(args.tasks, MODELS):
+                fused[key] = fusing.sweep(*key, args)
+                solo[key] = alone.sweep(*key, args)
         finally:
             processes.stop_all()
     text = report(args, argv, load, fused, solo)
