@@ -72,8 +72,9 @@ def _release_dead_claim(run_id: int, owner: str, reason: str) -> None:
 
     try:
         released = release_owner(get_engine(load_settings().database_url), owner, reason)
+        for released_id in released:
+            log.warning("run %s: %s; lease released", released_id, reason)
         if released:
-            log.warning("runs %s: %s; leases released", ", ".join(map(str, released)), reason)
             wake_reaper()
         else:
             log.info("run %s: %s; it held no lease (any more) as %s", run_id, reason, owner)
