@@ -13,6 +13,9 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps")
 
 
+MAX_FUSE = 64
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the service; see README "Recovery" for how the timings bound recovery."""
@@ -27,6 +30,10 @@ class Settings:
     visibility_timeout_seconds: float = 3600.0  # Redis redelivers an unacked message after this
     max_attempts: int = 3  # claims a run gets before a crash every time fails it
     progress_timeout_seconds: float = 300.0  # a claimed run this long without a batch is hung
+    # Runs a training process trains as one fused group; 1: fusion off. 8: MLP sweeps gained
+    # 2-13x at 16 (benchmarks/results/fusion.md) while a smaller group keeps a short queue
+    # spread over a fleet's workers; RNNs train in lockstep and gain little either way.
+    fuse: int = 8
 
 
 def _seconds(name: str, default: float) -> float:
@@ -80,6 +87,7 @@ def load_settings() -> Settings:
         progress_timeout_seconds=_seconds(
             "EXPQ_PROGRESS_TIMEOUT_SECONDS", Settings.progress_timeout_seconds
         ),
+        fuse=_count("EXPQ_FUSE", Settings.fuse, MAX_FUSE),
     )
 
 

@@ -84,25 +84,29 @@ class Claim:
     spec: Any
 
 
+def _claim_values(owner: str, worker: str, device: Any, lease_seconds: float, clock: Any) -> dict:
+    return {
+        "status": RunStatus.RUNNING,
+        "attempt": Run.attempt + 1,
+        "lease_owner": owner,
+        "lease_expires_at": clock + timedelta(seconds=lease_seconds),
+        "worker": worker,
+        "device": device,
+        "started_at": utcnow(),
+        **_ATTEMPT_RESET,
+    }
+
+
 def _claim(
     engine: Engine, run_id: int, owner: str, worker: str, device: Any, lease_seconds: float
 ) -> Any:
     # A bare connection, not a Session: the claim is on the path from submit to start.
     with engine.begin() as connection:
-        clock = _clock(connection)
+        values = _claim_values(owner, worker, device, lease_seconds, _clock(connection))
         return connection.execute(
             update(Run)
             .where(Run.run_id == run_id, Run.status == RunStatus.QUEUED)
-            .values(
-                status=RunStatus.RUNNING,
-                attempt=Run.attempt + 1,
-                lease_owner=owner,
-                lease_expires_at=clock + timedelta(seconds=lease_seconds),
-                worker=worker,
-                device=device,
-                started_at=utcnow(),
-                **_ATTEMPT_RESET,
-            )
+            .values(**values, group_id=None)
             .returning(Run.attempt, Run.spec)
         ).first()
 
@@ -131,6 +135,100 @@ def claim_for_training(
     it ended or was cancelled, or it does not exist)."""
     claimed = _claim(engine, run_id, owner, worker, _device_choice(auto_device), lease_seconds)
     return None if claimed is None else Claim(claimed.attempt, claimed.spec)
+
+
+@dataclass(frozen=True)
+class MemberClaim:
+    """A run a fused worker now holds as a member of its group."""
+
+    run_id: int
+    attempt: int
+    spec: Any
+
+
+def _claim_compatible(
+    connection: Connection, key: str, queue: str, count: int, values: dict, group: str
+) -> list[MemberClaim]:
+    """Up to `count` queued runs of fusion key `key` on `queue`, the most urgent first; a run
+    another transaction is claiming is skipped, not waited for."""
+    compatible = (Run.status == RunStatus.QUEUED, Run.fusion_key == key, Run.queue == queue)
+    # Two statements: PostgreSQL may run a LIMIT ... SKIP LOCKED subquery of an UPDATE more
+    # than once, and a group then outgrew its size under concurrency.
+    ids = connection.scalars(
+        select(Run.run_id)
+        .where(*compatible)
+        .order_by(Run.priority.desc(), Run.queued_at, Run.run_id)
+        .limit(count)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not ids:
+        return []
+    rows = connection.execute(
+        update(Run)
+        .where(Run.run_id.in_(ids), *compatible)
+        .values(**values, group_id=group)
+        .returning(Run.run_id, Run.attempt, Run.spec, Run.priority)
+    ).all()
+    rows.sort(key=lambda row: (-row.priority, row.run_id))
+    return [MemberClaim(row.run_id, row.attempt, row.spec) for row in rows]
+
+
+def claim_group(
+    engine: Engine,
+    run_id: int,
+    *,
+    size: int,
+    group: str,
+    owner: str,
+    worker: str,
+    auto_device: str,
+    lease_seconds: float,
+) -> tuple[list[MemberClaim], str | None, str]:
+    """Claim run `run_id` and, in the same transaction, up to `size` - 1 queued runs that may
+    train beside it (its fusion key and queue), the most urgent first, all as fused group
+    `group` under one lease owner: ([run_id's claim, others...], key, queue), or ([], None, "")
+    when run_id is not queued. A run without a key is claimed alone."""
+    with engine.begin() as connection:
+        values = _claim_values(
+            owner, worker, _device_choice(auto_device), lease_seconds, _clock(connection)
+        )
+        first = connection.execute(
+            update(Run)
+            .where(Run.run_id == run_id, Run.status == RunStatus.QUEUED)
+            .values(**values, group_id=group)
+            .returning(Run.attempt, Run.spec, Run.fusion_key, Run.queue)
+        ).first()
+        if first is None:
+            return [], None, ""
+        claims = [MemberClaim(run_id, first.attempt, first.spec)]
+        if first.fusion_key is not None and size > 1:
+            claims += _claim_compatible(
+                connection, first.fusion_key, first.queue, size - 1, values, group
+            )
+    return claims, first.fusion_key, first.queue
+
+
+def claim_compatible(
+    engine: Engine,
+    key: str,
+    queue: str,
+    count: int,
+    *,
+    group: str,
+    owner: str,
+    worker: str,
+    auto_device: str,
+    lease_seconds: float,
+) -> list[MemberClaim]:
+    """Up to `count` more queued runs for fused group `group` (fusion key `key` on `queue`),
+    the most urgent first: the runs a group admits at an epoch boundary."""
+    if count < 1:
+        return []
+    with engine.begin() as connection:
+        values = _claim_values(
+            owner, worker, _device_choice(auto_device), lease_seconds, _clock(connection)
+        )
+        return _claim_compatible(connection, key, queue, count, values, group)
 
 
 def renew_lease(engine: Engine, run_id: int, attempt: int, lease_seconds: float) -> None:
@@ -298,6 +396,21 @@ def release_lease(engine: Engine, run_id: int, owner: str, reason: str) -> bool:
             .values(lease_expires_at=clock - timedelta(seconds=1), error=reason)
         )
         return result.rowcount == 1
+
+
+def release_owner(engine: Engine, owner: str, reason: str) -> list[int]:
+    """release_lease for every run `owner` holds (a fused group's members share their process's
+    owner); the runs released."""
+    with session_scope(engine) as session:
+        clock = _clock(session)
+        return list(
+            session.scalars(
+                _update()
+                .where(Run.status == RunStatus.RUNNING, Run.lease_owner == owner)
+                .values(lease_expires_at=clock - timedelta(seconds=1), error=reason)
+                .returning(Run.run_id)
+            )
+        )
 
 
 def cancel_run(engine: Engine, run_id: int) -> str | None:

@@ -332,10 +332,14 @@ def _metrics_shown(metrics: dict[str, float]) -> str:
     return ", ".join(f"{name}={fmt_number(value)}" for name, value in metrics.items()) or "-"
 
 
-def emit_run_detail(run: RunRecord, losses: Sequence[LossRecord], fmt: str) -> None:
-    """`runs show`: the record, its spec, the total loss per epoch and the last epoch's L_t."""
+def emit_run_detail(
+    run: RunRecord, losses: Sequence[LossRecord], fmt: str, beside: Sequence[int] = ()
+) -> None:
+    """`runs show`: the record, its spec, the total loss per epoch, the last epoch's L_t, and
+    `beside`: the runs that trained in its fused group."""
     if fmt == "json":
-        print_json({**run.to_json(), "losses": [loss.to_json() for loss in losses]})
+        detail = {**run.to_json(), "trained_beside": list(beside)}
+        print_json({**detail, "losses": [loss.to_json() for loss in losses]})
         return
     from rich.console import Console
 
@@ -367,6 +371,8 @@ def emit_run_detail(run: RunRecord, losses: Sequence[LossRecord], fmt: str) -> N
         ("started", run.started_at.isoformat() if run.started_at else "-"),
         ("finished", run.finished_at.isoformat() if run.finished_at else "-"),
         ("resumed after epoch", run.resumed_from_epoch or "-"),
+        ("fused group", run.group or "-"),
+        ("trained beside", ", ".join(str(other) for other in beside) or "-"),
         ("error", run.error or "-"),
         ("tags", ", ".join(f"{k}={v}" for k, v in run.tags.items()) or "-"),
         ("hyperparameters", ", ".join(f"{k}={_short(k, v)}" for k, v in run.params.items())),

@@ -63,6 +63,7 @@ class RunRecord:
     best_metrics: dict[str, float] = field(default_factory=dict)
     final_metrics: dict[str, float] = field(default_factory=dict)
     trial: int | None = None  # its trial number (0-based) when an adaptive search added it
+    group: str | None = None  # the fused group its last attempt trained in; None: alone
 
     def to_json(self) -> dict[str, Any]:
         """The run as DESIGN.md's JSON contract: timestamps in ISO 8601, UTC."""

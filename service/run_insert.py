@@ -24,12 +24,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from service.fusion_keys import fusion_key
 from service.records import utcnow
 from service.schema import Experiment, Run, RunParam, RunStatus, RunTag
 
 RUN_COLUMNS = (
     "task", "model", "status", "spec", "queue", "priority", "idempotency_key", "max_attempts",
-    "attempt", "epochs_done", "created_at", "queued_at",
+    "attempt", "epochs_done", "created_at", "queued_at", "fusion_key",
 )  # fmt: skip
 
 # The run takes its experiment id from a subselect by name, so a lookup costs no round trip;
@@ -106,6 +107,7 @@ def new_run_values(
         "epochs_done": 0,
         "created_at": now,
         "queued_at": now,
+        "fusion_key": fusion_key(spec),
     }
 
 

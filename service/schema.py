@@ -140,6 +140,9 @@ class Run(Base):
         Index("ix_runs_final_metric", "final_metric", "timesteps"),
         Index("ix_runs_best_metric", "best_metric", "timesteps"),
         UniqueConstraint("study_id", "trial_number"),
+        # A fused worker's claim looks for queued runs of its group's key (0010).
+        Index("ix_runs_status_fusion_key", "status", "fusion_key"),
+        Index("ix_runs_group_id", "group_id"),
     )
 
     run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -180,6 +183,8 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.study_id"))
     trial_number: Mapped[int | None] = mapped_column(Integer)  # 0-based, within its study
+    fusion_key: Mapped[str | None] = mapped_column(String(16))  # None: never fused
+    group_id: Mapped[str | None] = mapped_column(String(32))  # the fused group of its last attempt
 
 
 class RunParam(Base):

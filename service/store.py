@@ -88,6 +88,7 @@ def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
         best_metrics=_metric_map(run.best_metrics),
         final_metrics=_metric_map(run.final_metrics),
         trial=run.trial_number,
+        group=run.group_id,
     )
 
 
@@ -247,6 +248,16 @@ def get_run(engine: Engine, run_id: int) -> RunRecord | None:
             session, session.execute(_runs_with_experiment().where(Run.run_id == run_id))
         )
     return found[0] if found else None
+
+
+def group_members(engine: Engine, group: str | None) -> list[int]:
+    """The runs whose last attempt trained in fused group `group`, by id; [] for None."""
+    if group is None:
+        return []
+    with session_scope(engine, read_only=True) as session:
+        return list(
+            session.scalars(select(Run.run_id).where(Run.group_id == group).order_by(Run.run_id))
+        )
 
 
 def get_runs(engine: Engine, run_ids: Sequence[int]) -> list[RunRecord]:

@@ -45,6 +45,8 @@ def expq_env(tmp_path: Path, database_url: str, broker_url: str, **extra: str) -
         "EXPQ_LEASE_SECONDS": "5",
         "EXPQ_REAP_SECONDS": "1",
         "OMP_NUM_THREADS": "1",
+        # One run a training process, as these tests assume; fused groups are tested by name.
+        "EXPQ_FUSE": "1",
         **extra,
     }
 

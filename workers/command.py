@@ -81,7 +81,11 @@ def torch_threads(concurrency: int, cpus: int | None = None) -> int:
 
 
 def run_worker(
-    queues: list[str], concurrency: int, loglevel: str = "INFO", has_cuda: bool | None = None
+    queues: list[str],
+    concurrency: int,
+    loglevel: str = "INFO",
+    has_cuda: bool | None = None,
+    fuse: int | None = None,
 ) -> None:
     from workers.app import app
     from workers.control import set_device
@@ -92,6 +96,8 @@ def run_worker(
     # then fight over them, and a 0.2 s epoch was measured taking 37 s. Set before the fork, so
     # every pool process reads it when it imports torch.
     os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads(concurrency)))
+    if fuse is not None:
+        os.environ["EXPQ_FUSE"] = str(fuse)  # read by every pool process's settings
     app.worker_main(
         [
             "worker",

@@ -40,6 +40,7 @@ from service.lifecycle import (
 from service.pruning import prune_reason
 from service.schema import RunStatus
 from service.store import load_dataset
+from workers.data_cache import cached_data
 from workers.lease import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -300,8 +301,7 @@ def _train(
                 raise Pruned(reason)
 
     try:
-        train_rows, val_rows = _load_user_rows(engine, spec)
-        data = build_data(spec, train_rows, val_rows)
+        data = cached_data(spec, lambda: build_data(spec, *_load_user_rows(engine, spec)))
         resume = _resume_point(engine, run_id, attempt, spec)
         phases.mark("set_up")
         result = fit(

@@ -25,6 +25,7 @@ from service.errors import DatabaseError
 from workers import flow
 from workers.app import TRAIN_TASK, app
 from workers.control import leave_device_queues
+from workers.group import execute_group
 from workers.runner import EXIT_HUNG, INFRASTRUCTURE_ERRORS, DeviceFault, execute_run, lease_owner
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,16 @@ def retry_countdown(retries: int) -> int | None:
 
 
 def _release_dead_claim(run_id: int, owner: str, reason: str) -> None:
-    from service.lifecycle import release_lease
+    """Release every run the dead process held as `owner`: its message's run, and the other
+    members of its fused group."""
+    from service.lifecycle import release_owner
     from workers.reaper import wake_reaper
 
     try:
-        if release_lease(get_engine(load_settings().database_url), run_id, owner, reason):
-            log.warning("run %s: %s; lease released", run_id, reason)
+        released = release_owner(get_engine(load_settings().database_url), owner, reason)
+        for released_id in released:
+            log.warning("run %s: %s; lease released", released_id, reason)
+        if released:
             wake_reaper()
         else:
             log.info("run %s: %s; it held no lease (any more) as %s", run_id, reason, owner)
@@ -119,6 +124,11 @@ def train_run(self: Task, run_id: int) -> str | None:
     owner = lease_owner(socket.gethostname(), os.getpid(), self.request.id)
     try:
         engine = get_engine(settings.database_url)
+        if settings.fuse > 1:
+            ended = execute_group(
+                engine, run_id, settings, owner, self.request.hostname, settings.fuse
+            )
+            return ended.get(run_id)
         return execute_run(engine, run_id, settings, owner, worker=self.request.hostname)
     except DeviceFault as fault:
         leave_device_queues(self.app, self.request.hostname, fault.device, fault.auto_device)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from service.config import load_settings
+from service.config import MAX_FUSE, Settings, load_settings
 from service.errors import InputError
 from service.output import format_option
 
@@ -20,8 +20,14 @@ from service.output import format_option
     show_default=True,
     help="Runs trained at once by this worker.",
 )
+@click.option(
+    "--fuse",
+    type=click.IntRange(1, MAX_FUSE),
+    help=f"Runs of one shape and data each training process trains at once as one fused group;"
+    f" 1 turns fusion off. Default: $EXPQ_FUSE, else {Settings.fuse}.",
+)
 @click.option("--loglevel", default="INFO", show_default=True, help="Celery log level.")
-def worker(queues: str | None, concurrency: int, loglevel: str) -> None:
+def worker(queues: str | None, concurrency: int, fuse: int | None, loglevel: str) -> None:
     """Start a Celery worker that trains queued runs."""
     from workers.command import (
         WorkerConfigError,
@@ -40,7 +46,7 @@ def worker(queues: str | None, concurrency: int, loglevel: str) -> None:
     wait_for_database(
         load_settings().database_url, lambda line: click.echo(f"expq worker: {line}", err=True)
     )
-    run_worker(chosen, concurrency, loglevel, has_cuda)
+    run_worker(chosen, concurrency, loglevel, has_cuda, fuse)
 
 
 @click.command()

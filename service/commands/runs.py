@@ -202,12 +202,14 @@ def existing_run(engine, run_id: int):  # noqa: ANN001, ANN202
 @click.argument("run_id", type=int)
 @format_option(choices=("table", "json"))
 def runs_show(run_id: int, fmt: str) -> None:
-    """Show one run: its record, spec, loss curve and last per-timestep losses."""
-    from service.store import get_losses
+    """Show one run: its record, spec, loss curve, last per-timestep losses and the runs that
+    trained beside it in its fused group."""
+    from service.store import get_losses, group_members
 
     engine = open_engine()
     run = existing_run(engine, run_id)
-    emit_run_detail(run, get_losses(engine, run_id), fmt)
+    beside = [other for other in group_members(engine, run.group) if other != run_id]
+    emit_run_detail(run, get_losses(engine, run_id), fmt, beside)
 
 
 @runs.command("losses")

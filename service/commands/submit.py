@@ -32,6 +32,11 @@ SPEC_OPTIONS: tuple[tuple[str, str], ...] = (
     ("seq-len", "Sequence length / dependency distance of the built-in task."),
     ("samples", "Size of the built-in dataset (train + val)."),
     ("seed", "Random seed for data, initialisation and dropout."),
+    (
+        "data-seed",
+        "Seed of the built-in data and the validation split (default: --seed); seed replicates"
+        " that share it share one dataset, and may train in one fused group.",
+    ),
     ("device", "Where to train: auto, cpu or cuda (picks the queue)."),
     ("val-fraction", "Share held out for validation when no --val-data is given."),
     ("grad-clip", "Max gradient L2 norm; 0 disables clipping."),

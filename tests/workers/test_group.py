@@ -1,0 +1,122 @@
+"""A fused group in one process on SQLite, real torch: each member's fate is its own, and a
+member that trains to the end records exactly the losses of the same spec trained alone."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from models.spec import spec_from_dict
+from service.config import Settings
+from service.db import get_engine
+from service.lifecycle import cancel_run
+from service.store import NewRun, create_run, get_losses, get_run, group_members
+from workers import group as group_module
+from workers.group import execute_group
+from workers.runner import execute_run
+
+BASE = {"task": "binary", "model": "mlp", "activation": "relu", "hidden": 8, "samples": 200}
+BASE |= {"epochs": 3}
+BASE |= {"device": "cpu", "data_seed": 1}
+BLOW_UP = 99.0  # the lr that marks the member whose training is made to diverge
+
+
+@pytest.fixture
+def engine(sqlite_url: str):  # noqa: ANN201
+    return get_engine(sqlite_url)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sqlite_url: str) -> Settings:
+    return Settings(
+        home=tmp_path, database_url=sqlite_url, broker_url="redis://unused",
+        heartbeat_seconds=0.2, lease_seconds=5,
+    )  # fmt: skip
+
+
+def _queue(engine, **fields) -> int:  # noqa: ANN001
+    spec = spec_from_dict({**BASE, **fields})
+    return create_run(engine, spec.to_dict(), spec.params(), NewRun("fuse", "cpu")).id
+
+
+def _losses(engine, run_id: int) -> list[tuple]:  # noqa: ANN001
+    return [(r.epoch, r.split, r.timestep, r.value) for r in get_losses(engine, run_id)]
+
+
+def _blowing_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN injected into one member: its lr, past what a spec may ask, makes it diverge."""
+    validate = group_module._validate
+
+    def validated(raw):  # noqa: ANN001, ANN202
+        spec, error = validate(raw)
+        if spec is not None and spec.lr == BLOW_UP:
+            spec = dataclasses.replace(spec, lr=1e30, momentum=0.9, grad_clip=0.0)
+        return spec, error
+
+    monkeypatch.setattr(group_module, "_validate", validated)
+
+
+def _after_first_epoch(monkeypatch: pytest.MonkeyPatch, run_id: int, then: Callable) -> None:
+    """Call `then()` once run `run_id` has written its first epoch: at a known point of the
+    group's training, without a thread racing it."""
+    record_epoch = group_module.record_epoch
+
+    def recorded(engine, written: int, attempt: int, epoch: int, *rest) -> None:  # noqa: ANN001
+        record_epoch(engine, written, attempt, epoch, *rest)
+        if written == run_id and epoch == 1:
+            then()
+
+    monkeypatch.setattr(group_module, "record_epoch", recorded)
+
+
+def test_each_member_meets_its_own_fate_and_the_others_train_as_alone(
+    engine, settings: Settings, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    steady = {"lr": 0.05, "momentum": 0.5, "dropout": 0.2, "seed": 7}
+    solo = [_queue(engine, **steady), _queue(engine, lr=0.2, seed=3)]  # also pruning's peers
+    for run_id in solo:
+        assert execute_run(engine, run_id, settings) == "succeeded"
+    _blowing_up(monkeypatch)
+
+    same = _queue(engine, **steady)
+    same_too = _queue(engine, lr=0.2, seed=3, epochs=4)
+    nan = _queue(engine, lr=BLOW_UP, seed=4)
+    slow = _queue(engine, lr=0.1, seed=5, epochs=100_000, time_limit=0.5)
+    pruned = _queue(engine, lr=1e-6, seed=6, prune="median", prune_warmup=0)
+    cancelled = _queue(engine, lr=0.1, seed=8, epochs=5)
+    other_shape = _queue(engine, hidden=9)
+    _after_first_epoch(monkeypatch, cancelled, lambda: cancel_run(engine, cancelled))
+
+    ended = execute_group(engine, same, settings, "host:1:t", "w", size=8)
+
+    assert ended == {
+        same: "succeeded", same_too: "succeeded", nan: "diverged", slow: "failed",
+        pruned: "pruned", cancelled: "cancelled",
+    }  # fmt: skip
+    assert get_run(engine, slow).error == "time limit"
+    assert get_run(engine, other_shape).status == "queued"
+    group = get_run(engine, same).group
+    assert group is not None and get_run(engine, solo[0]).group is None
+    assert group_members(engine, group) == sorted(ended)
+    assert _losses(engine, same) == _losses(engine, solo[0])
+    epochs_3 = [row for row in _losses(engine, same_too) if row[0] <= 3]
+    assert epochs_3 == _losses(engine, solo[1])
+
+
+def test_a_group_admits_a_compatible_run_queued_while_it_trains(
+    engine, settings: Settings, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    reference = _queue(engine, lr=0.3, seed=2)
+    assert execute_run(engine, reference, settings) == "succeeded"
+    first = _queue(engine, lr=0.1, seed=1, epochs=4)
+    late: list[int] = []
+    _after_first_epoch(monkeypatch, first, lambda: late.append(_queue(engine, lr=0.3, seed=2)))
+
+    ended = execute_group(engine, first, settings, "host:1:t", "w", size=2)
+
+    assert ended == {first: "succeeded", late[0]: "succeeded"}
+    assert get_run(engine, late[0]).group == get_run(engine, first).group
+    assert _losses(engine, late[0]) == _losses(engine, reference)
