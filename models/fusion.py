@@ -17,7 +17,7 @@ from models.data import TaskData
 from models.fused_mlp import StackedGroup
 from models.lockstep import LockstepGroup
 from models.members import Member, MemberResult
-from models.spec import fusion_key
+from models.spec import fusion_key, trains_stacked
 
 __all__ = ["Member", "MemberResult", "fit_group", "fusion_key"]
 
@@ -41,7 +41,7 @@ def fit_group(
     if not members:
         return []
     key = fusion_key(members[0].spec)
-    stacked = members[0].spec.model == "mlp" and device == "cpu"
+    stacked = trains_stacked(members[0].spec.model, device)
     group = (StackedGroup if stacked else LockstepGroup)(data, device, checkpoints)
     for member in members:
         _check(key, member)

@@ -193,6 +193,13 @@ def data_seed(spec: TrainSpec) -> int:
     return spec.seed if spec.data_seed is None else spec.data_seed
 
 
+def trains_stacked(model: str, device: str) -> bool:
+    """Whether a fused group of this model on this device trains stacked (one batched matmul
+    for every member), the only kind of group that trains faster than its members alone: RNNs
+    and CUDA groups train member after member (benchmarks/results/fusion.md)."""
+    return model == "mlp" and device == "cpu"
+
+
 def fusion_key(spec: TrainSpec) -> tuple[Any, ...]:
     """Runs whose specs have equal keys may train in one group: the same data and split, and
     the same shapes. Left out, because each member keeps its own: lr, momentum, weight decay,

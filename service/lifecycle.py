@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, case, func, literal, select, text, update
 from sqlalchemy.orm import Session
 
+from models.spec import trains_stacked
 from service.checkpoints import BestCheckpoint, store_checkpoint
 from service.db import session_scope
 from service.loss_rows import SplitLosses, finite_or_none, insert_losses
@@ -187,7 +188,8 @@ def claim_group(
     """Claim run `run_id` and, in the same transaction, up to `size` - 1 queued runs that may
     train beside it (its fusion key and queue), the most urgent first, all as fused group
     `group` under one lease owner: ([run_id's claim, others...], key, queue), or ([], None, "")
-    when run_id is not queued. A run without a key is claimed alone."""
+    when run_id is not queued. A run without a key, or of a kind that fusion does not speed up
+    (`models.spec.trains_stacked`), is claimed alone."""
     with engine.begin() as connection:
         values = _claim_values(
             owner, worker, _device_choice(auto_device), lease_seconds, _clock(connection)
@@ -201,7 +203,9 @@ def claim_group(
         if first is None:
             return [], None, ""
         claims = [MemberClaim(run_id, first.attempt, first.spec)]
-        if first.fusion_key is not None and size > 1:
+        device = first.spec["device"] if first.spec["device"] != "auto" else auto_device
+        fuses = first.fusion_key is not None and trains_stacked(first.spec["model"], device)
+        if fuses and size > 1:
             claims += _claim_compatible(
                 connection, first.fusion_key, first.queue, size - 1, values, group
             )

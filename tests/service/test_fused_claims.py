@@ -63,6 +63,19 @@ def test_a_group_takes_its_run_and_the_most_urgent_compatible_ones(engine) -> No
     assert run_columns(engine, other_shape, "status") == ("queued",)
 
 
+
+def test_runs_that_fusion_does_not_speed_up_are_claimed_alone(engine) -> None:  # noqa: ANN001
+    """RNN groups train member after member, as fast as one at a time: an RNN run is claimed
+    alone however many of its kind wait, and so is an MLP that asked for CUDA."""
+    rnn = [_queued(engine, model="rnn", cell="gru", lr=lr) for lr in (0.1, 0.2, 0.3)]
+    cuda = [_queued(engine, device="cuda", lr=lr) for lr in (0.1, 0.2)]
+    for runs in (rnn, cuda):
+        claims, key, _queue = _claim(engine, runs[0], size=8)
+        assert key is not None and [c.run_id for c in claims] == [runs[0]]
+        assert run_columns(engine, runs[1], "status") == ("queued",)
+    mlp = [_queued(engine, lr=lr) for lr in (0.1, 0.2)]
+    assert [c.run_id for c in _claim(engine, mlp[0], size=8)[0]] == mlp
+
 def _defaults() -> dict:
     from models.spec import spec_from_dict
 
