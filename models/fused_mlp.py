@@ -86,7 +86,9 @@ class StackedGroup:
         self, trainer: _Trainer, result: FitResult | None, error: Exception | None = None
     ) -> None:
         trainer.alive = False
-        self.results[trainer.slot] = MemberResult(result, error)
+        ended = self.results[trainer.slot] = MemberResult(result, error)
+        if trainer.member.on_end is not None:
+            trainer.member.on_end(ended)
 
     def epoch(self) -> None:
         """One epoch of every member still training; those that finish leave."""

@@ -60,6 +60,7 @@ class _Trainer:
     epochs: Generator[int, None, FitResult]
     rng: torch.Tensor
     cuda_rng: torch.Tensor | None
+    on_end: Callable[[MemberResult], None] | None
     done: bool = False
 
 
@@ -78,7 +79,7 @@ class LockstepGroup:
             member.stop, None, member.resume, self.checkpoints, _guarded(member.on_batch),
         )  # fmt: skip
         rng, cuda_rng = _random_state(self.device)
-        self.trainers.append(_Trainer(len(self.results), epochs, rng, cuda_rng))
+        self.trainers.append(_Trainer(len(self.results), epochs, rng, cuda_rng, member.on_end))
         self.results.append(None)
 
     def epoch(self) -> None:
@@ -99,3 +100,5 @@ class LockstepGroup:
         trainer.done = True
         trainer.epochs.close()
         self.results[trainer.slot] = result
+        if trainer.on_end is not None:
+            trainer.on_end(result)

@@ -18,6 +18,9 @@ class Member:
     stop: threading.Event | None = None  # set: this member stops at its next batch ("stopped")
     resume: TrainingState | None = None  # continue after the checkpoint's epoch, exactly
     on_batch: Callable[[], None] | None = None  # progress tick after each of its batches
+    # called as the member leaves the group, while the others train on: its end can be
+    # recorded then, not when the whole group ends
+    on_end: Callable[[MemberResult], None] | None = None
 
 
 @dataclass(frozen=True)

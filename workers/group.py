@@ -101,6 +101,7 @@ class _Group:
         self.size, self.on_hung = size, on_hung
         self.id = uuid.uuid4().hex[:12]
         self.seats: list[_Seat] = []
+        self.joined: list[_Seat] = []  # the seats handed to fit_group, in its results' order
         self.ended: dict[int, str | None] = {}
         self.key: str | None = None
         self.queue = ""
@@ -121,7 +122,7 @@ class _Group:
 
     def admit(self) -> list:  # list[models.fusion.Member]
         """Newly queued compatible runs for the seats members left, claimed as the group's."""
-        free = self.size - sum(not seat.gone for seat in self.seats)
+        free = self.size - sum(not (seat.gone or seat.ended) for seat in self.seats)
         if self.key is None or free < 1:
             return []
         try:
@@ -187,6 +188,7 @@ class _Group:
                 self._end(seat, (None, None, None, None))
                 continue
             seat.phases.mark("set_up")
+            self.joined.append(seat)
             members.append(
                 Member(
                     seat.spec,
@@ -194,6 +196,7 @@ class _Group:
                     stop=seat.heartbeat.stop,
                     resume=resume,
                     on_batch=seat.heartbeat.tick,
+                    on_end=lambda result, seat=seat: self._end(seat, _outcome(seat, result)),
                 )
             )
         return members
@@ -226,7 +229,7 @@ class _Group:
         return on_epoch
 
     def train(self) -> None:
-        """Train the claimed seats to the end, then finish each member."""
+        """Train the claimed seats to the end, each member finished as it leaves the group."""
         from models.data import build_data
         from models.fusion import fit_group
         from models.training import resolve_device
@@ -257,9 +260,9 @@ class _Group:
             for seat in self._training():
                 self._end(seat, (RunStatus.FAILED, _one_line(exc), trace, _first(seat.last)))
             return
-        trained = self._training()
-        for seat, result in zip(trained, results, strict=True):
-            self._end(seat, _outcome(seat, result))
+        for seat, result in zip(self.joined, results, strict=True):
+            if not seat.ended:  # each ended as it left the group (on_end)
+                self._end(seat, _outcome(seat, result))
 
     def _training(self) -> list[_Seat]:
         """The seats that reached fit_group, in the order they joined it."""

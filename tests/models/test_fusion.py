@@ -130,6 +130,27 @@ def test_batch_ticks_come_from_each_members_own_batches(tiny_spec) -> None:
     assert ticks == [2 * per_epoch, per_epoch]
 
 
+@pytest.mark.parametrize("model", ["mlp", "rnn"])
+def test_a_member_is_told_it_left_while_the_others_train_on(tiny_spec, model: str) -> None:
+    """on_end comes as the member leaves, not when the group ends: a worker records a run's
+    end then."""
+    base = tiny_spec("binary", model, data_seed=4, epochs=3)
+    events: list[tuple] = []
+
+    def member(name: str, spec: TrainSpec) -> Member:
+        return Member(
+            spec,
+            on_epoch=lambda report: events.append((name, report.epoch)),
+            on_end=lambda ended: events.append((name, ended.result.status)),
+        )
+
+    fit_group(
+        [member("long", base), member("short", replace(base, epochs=1))], build_data(base), "cpu"
+    )
+    assert events.index(("short", "completed")) < events.index(("long", 2))
+    assert events[-1] == ("long", "completed")
+
+
 @pytest.mark.parametrize(
     ("task", "model", "cell"), [("translation", "rnn", "lstm"), ("captioning", "mlp", "gru")]
 )
