@@ -1,4 +1,5 @@
-"""The stored fusion key (plain Python, for submit) groups specs exactly as models.fusion's."""
+"""The stored fusion key groups specs exactly as models.fusion's, and keeps the hash revision
+0010 gave the runs it keyed."""
 
 from __future__ import annotations
 
@@ -30,5 +31,14 @@ def test_equal_stored_keys_are_equal_fusion_keys() -> None:
     assert [fusion_key(spec.to_dict()) == base for spec in specs] == [True] * 12 + [False] * 15
 
 
-def test_a_spec_missing_a_field_is_never_fused() -> None:
-    assert fusion_key({"task": "binary"}) is None
+def test_a_spec_this_version_cannot_read_is_never_fused() -> None:
+    assert fusion_key({"task": "binary", "model": "transformer"}) is None
+
+
+def test_the_key_is_the_one_revision_0010_stored() -> None:
+    from importlib import import_module
+
+    revision = import_module("migrations.versions.0010_fused_groups")
+    for change in CHANGES:
+        spec = spec_from_dict({**BASE, **change}).to_dict()
+        assert fusion_key(spec) == revision._key(spec)
