@@ -189,7 +189,8 @@ def claim_group(
     train beside it (its fusion key and queue), the most urgent first, all as fused group
     `group` under one lease owner: ([run_id's claim, others...], key, queue), or ([], None, "")
     when run_id is not queued. A run without a key, or of a kind that fusion does not speed up
-    (`models.spec.trains_stacked`), is claimed alone."""
+    (`models.spec.trains_stacked`), is claimed alone, and its key comes back None: its group
+    admits no one."""
     with engine.begin() as connection:
         values = _claim_values(
             owner, worker, _device_choice(auto_device), lease_seconds, _clock(connection)
@@ -209,7 +210,7 @@ def claim_group(
             claims += _claim_compatible(
                 connection, first.fusion_key, first.queue, size - 1, values, group
             )
-    return claims, first.fusion_key, first.queue
+    return claims, first.fusion_key if fuses else None, first.queue
 
 
 def claim_compatible(
