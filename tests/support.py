@@ -89,6 +89,50 @@ def new_run(  # noqa: ANN201
     return create_run(engine, spec.to_dict(), spec.params(), new)
 
 
+def old_run(  # noqa: ANN201
+    engine,  # noqa: ANN001
+    spec_fields: dict,
+    params: dict | None = None,
+    experiment: str = "exp",
+    claimed: bool = False,
+):
+    """A run written with only the columns every revision has, as a database from before the
+    later ones holds it (create_run and the claim write today's): for migration tests.
+    `params`: the rows to record, by name; `claimed`: running as attempt 1, else queued."""
+    from sqlalchemy import insert, select
+
+    from models.spec import spec_from_dict
+    from service.db import session_scope
+    from service.records import utcnow
+    from service.schema import Experiment, Run, RunParam
+
+    spec = spec_from_dict(spec_fields)
+    now = utcnow()
+    with session_scope(engine) as session:
+        named = select(Experiment.experiment_id).where(Experiment.name == experiment)
+        if (experiment_id := session.scalar(named)) is None:
+            session.execute(insert(Experiment).values(name=experiment, created_at=now))
+            experiment_id = session.scalar(named)
+        run_id = session.execute(
+            insert(Run.__table__)
+            .values(
+                experiment_id=experiment_id, task=spec.task, model=spec.model,
+                status="running" if claimed else "queued", attempt=int(claimed),
+                spec=spec.to_dict(), queue="cpu", created_at=now, queued_at=now,
+            )  # fmt: skip
+            .returning(Run.__table__.c.run_id)
+        ).scalar_one()
+        for name, value in (params or {}).items():
+            text = isinstance(value, str)
+            session.execute(
+                insert(RunParam).values(
+                    run_id=run_id, name=name, num_value=None if text else float(value),
+                    text_value=value if text else None,
+                )  # fmt: skip
+            )
+    return run_id
+
+
 def claim(engine, run_id: int, lease: float = 30.0) -> int:  # noqa: ANN001
     """Claim `run_id` as worker "host"; the attempt number."""
     from service.lifecycle import claim_run

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Engine, select, update
+from support import old_run
 
 from models.spec import applied_params, spec_from_dict
 from service.db import downgrade, make_engine, session_scope, upgrade
 from service.schema import Run, RunParam
-from service.store import NewRun, create_run, get_run, list_runs
+from service.store import get_run, list_runs
 
 # What every run recorded up to revision 0003, applicable or not.
 OLD_NAMES = (
@@ -20,8 +21,7 @@ OLD_NAMES = (
 
 def _submitted_before(engine: Engine, raw: dict[str, Any]) -> int:
     spec = spec_from_dict(raw)
-    params = {name: getattr(spec, name) for name in OLD_NAMES}
-    return create_run(engine, spec.to_dict(), params, NewRun("old", "cpu")).id
+    return old_run(engine, raw, {name: getattr(spec, name) for name in OLD_NAMES}, "old")
 
 
 def _stored(engine: Engine) -> dict[int, dict[str, Any]]:

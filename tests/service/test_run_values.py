@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, insert, select
-from support import Split, claim, new_run, run_columns
+from support import Split, claim, new_run, old_run, run_columns
 
 from service.db import downgrade, make_engine, session_scope, upgrade
 from service.filters import RunFilter
@@ -106,8 +106,7 @@ def test_sorts_merge_ended_runs_with_runs_still_training(engine, descending: boo
 def _recorded_before_0008(engine, status: str, scale: float) -> tuple[int, int]:  # noqa: ANN001
     """A run with epochs 1 (val L 0.4 x scale) and 2 (0.8 x scale), the best epoch 1, in
     `status`, as revision 0007's writer left it: (run id, attempt)."""
-    run = new_run(engine).id
-    attempt = claim(engine, run)
+    run, attempt = old_run(engine, {"task": "translation", "model": "rnn"}, claimed=True), 1
     with session_scope(engine) as session:
         for epoch, val in ((1, 0.4 * scale), (2, 0.8 * scale)):
             key = {"run_id": run, "attempt": attempt, "epoch": epoch, "split": "val"}

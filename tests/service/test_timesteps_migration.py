@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import insert, update
-from support import Split, claim, new_run, run_columns
+from support import Split, claim, new_run, old_run, run_columns
 
 from service.db import downgrade, make_engine, session_scope, upgrade
 from service.lifecycle import record_epoch
@@ -13,8 +13,7 @@ from service.store import list_runs
 
 def _trained_before(engine, task: str, steps: int, value: float) -> int:  # noqa: ANN001
     """A run with one epoch of losses, L_1..L_steps = value, written as before revision 0007."""
-    run_id = new_run(engine, task=task).id
-    attempt = claim(engine, run_id)
+    run_id, attempt = old_run(engine, {"task": task, "model": "rnn"}, claimed=True), 1
     key = {"run_id": run_id, "attempt": attempt, "epoch": 1, "value_kind": "finite"}
     rows = [
         {**key, "split": split, "timestep": t, "value": value if t else value * steps}
@@ -34,7 +33,7 @@ def test_old_runs_get_their_timesteps_and_per_timestep_filters_still_find_them(
     upgrade(engine, "0006")
     label = _trained_before(engine, "sentiment", 1, 0.1)
     sequence = _trained_before(engine, "translation", 4, 0.1)
-    queued = new_run(engine).id
+    queued = old_run(engine, {"task": "translation", "model": "rnn"})
 
     upgrade(engine)
     assert [run_columns(engine, r, "timesteps") for r in (label, sequence, queued)] == [
