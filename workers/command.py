@@ -23,9 +23,13 @@ class WorkerConfigError(ValueError):
     """The requested queues cannot be served by this machine; one-line message."""
 
 
+def gpu_driver_present() -> bool:
+    return any(Path(path).exists() for path in _GPU_DRIVER_PATHS)
+
+
 def cuda_available() -> bool:
     """Probe CUDA in a child process: importing torch here would be inherited by forked workers."""
-    if not any(Path(path).exists() for path in _GPU_DRIVER_PATHS):
+    if not gpu_driver_present():
         return False
     return subprocess.run([sys.executable, "-c", _CUDA_PROBE], capture_output=True).returncode == 0
 

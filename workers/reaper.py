@@ -14,7 +14,8 @@ Every `reap_seconds`, in every worker's main process:
   so that a long queue is not flooded with duplicates.
 
 Recovery bounds, with one live worker anywhere in the fleet:
-  a pool process that dies          → queued again within about a second (workers/tasks.py)
+  a pool process that dies          → queued again once the main process sees it die, in
+                                      0.1-5 s, without the lease wait (workers/tasks.py)
   a whole worker killed or frozen   → within lease_seconds + reap_seconds of its last renewal
   a worker frozen inside a write    → within max(lease_seconds, TRANSACTION_IDLE_TIMEOUT_SECONDS)
     (PostgreSQL)                      + reap_seconds of the freeze; every other run as above,

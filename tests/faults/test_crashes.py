@@ -29,6 +29,7 @@ LEASE = float(FAULT_ENV["EXPQ_LEASE_SECONDS"])
 REAP = float(FAULT_ENV["EXPQ_REAP_SECONDS"])
 HEARTBEAT = float(FAULT_ENV["EXPQ_HEARTBEAT_SECONDS"])
 SLACK = 3.0  # a claim, a message hop and a loaded CI machine
+LONG_LEASE = 20.0
 LONG = {**QUICK, "epochs": 40}  # ~1-2 s: long enough to be caught mid-run
 # Most of an epoch is its write (a checkpoint of ~1M parameters): easy to freeze inside it.
 WIDE = {"task": "binary", "model": "mlp", "hidden": 1024, "layers": 2, "samples": 80}
@@ -49,7 +50,8 @@ def _since(moment: float, run) -> float:  # noqa: ANN001 - a runs row
 
 @ON_EACH_DATABASE
 def test_a_killed_training_process_is_claimed_again_at_once(fleet) -> None:  # noqa: ANN001
-    worker = fleet.worker()
+    # A lease far longer than the release path takes, so that the two cannot be mistaken.
+    worker = fleet.worker(EXPQ_LEASE_SECONDS=str(LONG_LEASE))
     (run_id,) = fleet.submit(LONG)
     run = fleet.wait_training(run_id, epochs=2)
     killed = time.time()
@@ -57,7 +59,7 @@ def test_a_killed_training_process_is_claimed_again_at_once(fleet) -> None:  # n
 
     again = fleet.wait_attempt(run_id, 2)
     # The worker saw its pool process die and released the lease: no lease wait.
-    assert _since(killed, again) < LEASE, _since(killed, again)
+    assert _since(killed, again) < LONG_LEASE / 2, _since(killed, again)
     done = fleet.wait_status(run_id, "succeeded")
     assert done.attempt == 2 and done.error is None
     assert_settled(fleet.engine, [run_id])
