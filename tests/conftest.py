@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -17,9 +18,35 @@ from sqlalchemy.engine import make_url
 
 from service.demo import embedded_broker, start_worker, stop_worker
 
-TEST_REDIS_URL = os.environ.get("EXPQ_TEST_REDIS_URL")
 TEST_DATABASE_URL = os.environ.get("EXPQ_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", "postgresql"]
+# Tests that start fleets, cut networks or time recoveries run one after another on one
+# pytest-xdist worker (`make test` runs two), so that they never meet each other's faults;
+# the rest spread over both.
+_ONE_AT_A_TIME = (
+    "tests/faults/", "tests/chaos/", "tests/test_", "tests/service/test_demo.py",
+    "tests/service/test_db_partitions.py",
+)  # fmt: skip
+
+
+def _own_redis_database(url: str | None) -> str | None:
+    """EXPQ_TEST_REDIS_URL for this xdist worker: gwN gets the database N below the given one,
+    since tests empty theirs."""
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+    if url is None or index == 0:
+        return url
+    parts = urlsplit(url)
+    database = (int(parts.path.strip("/") or 0) - index) % 16
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+TEST_REDIS_URL = _own_redis_database(os.environ.get("EXPQ_TEST_REDIS_URL"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(_ONE_AT_A_TIME):
+            item.add_marker(pytest.mark.xdist_group("one_at_a_time"))
 
 
 @pytest.fixture
