@@ -23,13 +23,9 @@ class WorkerConfigError(ValueError):
     """The requested queues cannot be served by this machine; one-line message."""
 
 
-def gpu_driver_present() -> bool:
-    return any(Path(path).exists() for path in _GPU_DRIVER_PATHS)
-
-
 def cuda_available() -> bool:
     """Probe CUDA in a child process: importing torch here would be inherited by forked workers."""
-    if not gpu_driver_present():
+    if not any(Path(path).exists() for path in _GPU_DRIVER_PATHS):
         return False
     return subprocess.run([sys.executable, "-c", _CUDA_PROBE], capture_output=True).returncode == 0
 

@@ -29,11 +29,6 @@ def set_device(has_cuda: bool) -> None:
     _device["device"] = "cuda" if has_cuda else "cpu"
 
 
-def known_device() -> str | None:
-    """The device, "cuda" or "cpu", once probed; pool processes forked after inherit it."""
-    return _device.get("device")
-
-
 def _probe_device() -> None:
     from workers.command import cuda_available
 

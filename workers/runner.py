@@ -170,14 +170,7 @@ def _load_user_rows(engine: Engine, spec) -> tuple[list[dict] | None, list[dict]
 
 @functools.cache
 def _auto_device() -> str:
-    """Where this worker trains a run that asked for auto: as its main process probed it
-    before forking, so that a fresh pool process claims without importing torch first (1.7-2.4
-    s of a re-claim on a slow machine); else probed here."""
-    from workers.control import known_device
-
-    known = known_device()
-    if known is not None:
-        return known
+    """Where this worker trains a run that asked for auto."""
     from models.training import resolve_device
 
     return resolve_device("auto")

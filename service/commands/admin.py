@@ -32,17 +32,13 @@ def worker(queues: str | None, concurrency: int, fuse: int | None, loglevel: str
     from workers.command import (
         WorkerConfigError,
         cuda_available,
-        gpu_driver_present,
         resolve_queues,
         run_worker,
         wait_for_database,
     )
 
-    # Probed before start where the queues need it or it costs nothing (no GPU driver), so
-    # that pool processes know their device without importing torch before a claim;
-    # otherwise it runs once the worker is up.
-    probe = not queues or "gpu" in queues or not gpu_driver_present()
-    has_cuda = cuda_available() if probe else None
+    # Only the queues need the probe before start; otherwise it runs once the worker is up.
+    has_cuda = cuda_available() if not queues or "gpu" in queues else None
     try:
         chosen = resolve_queues(queues, bool(has_cuda))
     except WorkerConfigError as exc:
