@@ -32,8 +32,8 @@ class Settings:
     progress_timeout_seconds: float = 300.0  # a claimed run this long without a batch is hung
     # Runs a training process trains as one fused group; 1: fusion off, the default. MLP
     # sweeps on the CPU gained 2-13x at 16 (benchmarks/results/fusion.md), RNN and CUDA runs
-    # nothing (they are claimed alone whatever K is), and with fusion on, the demo's Ctrl-C
-    # took over a minute to stop its worker in CI, cause not yet found: opt in with --fuse 8.
+    # nothing (they are claimed alone whatever K is), and the fused path has run only in tests
+    # and benchmarks so far: opt in with --fuse 8.
     fuse: int = 1
 
 
