@@ -3,8 +3,9 @@ answer, against the floor of the stack it is built on.
 
 Each round runs every command once, in turn, so that load on a shared machine weighs on all of
 them alike; medians over the rounds. The floor is the same interpreter importing Click and
-SQLAlchemy's ORM, then the driver connecting and running one query: what any Python CLI over
-SQLAlchemy pays before doing anything of its own. Writes benchmarks/results/startup.md.
+SQLAlchemy (Core: expq's read commands never import the ORM), then the driver connecting and
+running one query: what any Python CLI over SQLAlchemy pays before doing anything of its own.
+Writes benchmarks/results/startup.md.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from pathlib import Path
 from benchmarks.store_common import RESULTS, machine, pg_database, table
 from benchmarks.store_query import load_postgresql, load_sqlite
 
-_IMPORTS = "import click, sqlalchemy.orm"
+_IMPORTS = "import click, sqlalchemy"
 _QUERY = (
-    "import sys, click, sqlalchemy.orm; from sqlalchemy import create_engine, text; "
+    "import sys, click; from sqlalchemy import create_engine, text; "
     "engine = create_engine(sys.argv[1]); "
     "connection = engine.connect(); connection.execute(text('SELECT 1')).all()"
 )

@@ -46,6 +46,9 @@ class ExpqGroup(LazyGroup):
         try:
             return super().resolve_command(ctx, args)
         finally:
+            # The modules just loaded live until the process ends: frozen, the collector never
+            # walks their objects again, at exit (130 ms of `expq runs list`) or in between.
+            gc.freeze()
             gc.enable()  # disabled by main() while the command's modules load
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001, ANN201

@@ -1,4 +1,4 @@
-"""Engines, the one transaction helper, and the schema check that runs on first use."""
+"""Engines, the transaction helpers (ORM and Core), and the schema check that runs on first use."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import ConfigError, DatabaseError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
@@ -281,12 +283,25 @@ def get_engine(url: str, *, create: bool = True) -> Engine:
 
 
 @functools.lru_cache(maxsize=64)
-def _session_factory(engine: Engine, read_only: bool) -> sessionmaker:
-    # Made once per engine: a new sessionmaker (or option engine) per transaction costs more
+def _read_only(engine: Engine) -> Engine:
+    # Made once per engine: a new option engine (or sessionmaker) per transaction costs more
     # than a small epoch's whole insert.
-    if read_only:
-        engine = engine.execution_options(**{READ_ONLY: True})
-    return sessionmaker(engine, expire_on_commit=False)
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+@functools.lru_cache(maxsize=64)
+def _session_factory(engine: Engine, read_only: bool) -> sessionmaker:
+    from sqlalchemy.orm import sessionmaker
+
+    return sessionmaker(_read_only(engine) if read_only else engine, expire_on_commit=False)
+
+
+@contextmanager
+def connection_scope(engine: Engine, *, read_only: bool = False) -> Iterator[Connection]:
+    """One transaction on a Core connection, as session_scope has it: for the readers, which
+    need no ORM (importing it is a fifth of a read command's start-up)."""
+    with (_read_only(engine) if read_only else engine).begin() as connection:
+        yield connection
 
 
 @contextmanager

@@ -45,12 +45,20 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.orm import aliased
 
 from service.errors import InputError
-from service.run_values import LOSS, WHOLE_SPLIT
-from service.schema import Experiment, Loss, Metric, Run, RunParam, RunTag, RunValue
 from service.sql_logic import TagNumber, Truth, all_of, any_of
+from service.tables import (
+    LOSS,
+    WHOLE_SPLIT,
+    experiments,
+    losses,
+    metrics,
+    run_params,
+    run_tags,
+    run_values,
+    runs,
+)
 
 MAX_LENGTH = 65_536
 MAX_DEPTH = 64
@@ -58,29 +66,29 @@ MAX_IN_VALUES = 1_000
 
 # Columns of runs (and the experiment's name) that --where, --sort and --group-by accept.
 _COLUMNS: dict[str, tuple[Any, str]] = {
-    "id": (Run.run_id, "integer"),
-    "experiment": (Experiment.name, "text"),
-    "task": (Run.task, "text"),
-    "model": (Run.model, "text"),
-    "status": (Run.status, "text"),
-    "queue": (Run.queue, "text"),
-    "priority": (Run.priority, "integer"),
-    "worker": (Run.worker, "text"),
-    "attempt": (Run.attempt, "integer"),
-    "max_attempts": (Run.max_attempts, "integer"),
-    "epochs_done": (Run.epochs_done, "integer"),
-    "final_train_loss": (Run.final_train_loss, "number"),
-    "final_val_loss": (Run.final_val_loss, "number"),
-    "best_train_loss": (Run.best_train_loss, "number"),
-    "best_val_loss": (Run.best_val_loss, "number"),
-    "final_metric": (Run.final_metric, "number"),
-    "best_metric": (Run.best_metric, "number"),
-    "best_epoch": (Run.best_epoch, "integer"),
-    "error": (Run.error, "text"),
-    "created_at": (Run.created_at, "time"),
-    "queued_at": (Run.queued_at, "time"),
-    "started_at": (Run.started_at, "time"),
-    "finished_at": (Run.finished_at, "time"),
+    "id": (runs.c.run_id, "integer"),
+    "experiment": (experiments.c.name, "text"),
+    "task": (runs.c.task, "text"),
+    "model": (runs.c.model, "text"),
+    "status": (runs.c.status, "text"),
+    "queue": (runs.c.queue, "text"),
+    "priority": (runs.c.priority, "integer"),
+    "worker": (runs.c.worker, "text"),
+    "attempt": (runs.c.attempt, "integer"),
+    "max_attempts": (runs.c.max_attempts, "integer"),
+    "epochs_done": (runs.c.epochs_done, "integer"),
+    "final_train_loss": (runs.c.final_train_loss, "number"),
+    "final_val_loss": (runs.c.final_val_loss, "number"),
+    "best_train_loss": (runs.c.best_train_loss, "number"),
+    "best_val_loss": (runs.c.best_val_loss, "number"),
+    "final_metric": (runs.c.final_metric, "number"),
+    "best_metric": (runs.c.best_metric, "number"),
+    "best_epoch": (runs.c.best_epoch, "integer"),
+    "error": (runs.c.error, "text"),
+    "created_at": (runs.c.created_at, "time"),
+    "queued_at": (runs.c.queued_at, "time"),
+    "started_at": (runs.c.started_at, "time"),
+    "finished_at": (runs.c.finished_at, "time"),
 }
 _NULLABLE = {"worker", "error", "started_at", "finished_at", "best_epoch"} | {
     name for name, (_, kind) in _COLUMNS.items() if kind == "number"
@@ -173,43 +181,46 @@ def unknown_metric(name: str) -> str | None:
 
 # --- SQL for one field ---------------------------------------------------------------------
 
+_TABLES = {"param": run_params, "tag": run_tags, "loss": losses, "metric": metrics}
+
 
 def _lookup(field: Field, table: Any = None) -> list[ColumnElement]:
     """Where a param, tag or per-timestep value of the current run lives: one index probe each
     ((run_id, name), (run_id, key), and the losses' unique key for the last epoch's L_t)."""
     if field.source == "param":
-        table = table or RunParam
-        return [table.run_id == Run.run_id, table.name == field.key]
+        columns = (table if table is not None else run_params).c
+        return [columns.run_id == runs.c.run_id, columns.name == field.key]
     if field.source == "tag":
-        table = table or RunTag
-        return [table.run_id == Run.run_id, table.key == field.key]
+        columns = (table if table is not None else run_tags).c
+        return [columns.run_id == runs.c.run_id, columns.key == field.key]
     if field.source == "metric":
-        table = table or Metric
+        columns = (table if table is not None else metrics).c
         return [
-            table.run_id == Run.run_id,
-            table.attempt == Run.attempt,
-            table.epoch == (Run.best_epoch if field.at_best else Run.epochs_done),
-            table.split == field.split,
-            table.name == field.key,
-            table.timestep.is_(None) if field.step is None else table.timestep == field.step,
+            columns.run_id == runs.c.run_id,
+            columns.attempt == runs.c.attempt,
+            columns.epoch == (runs.c.best_epoch if field.at_best else runs.c.epochs_done),
+            columns.split == field.split,
+            columns.name == field.key,
+            columns.timestep.is_(None) if field.step is None else columns.timestep == field.step,
         ]
-    table = table or Loss
+    columns = (table if table is not None else losses).c
     return [
-        table.run_id == Run.run_id,
-        table.attempt == Run.attempt,
-        table.epoch == Run.epochs_done,
-        table.split == field.split,
-        table.timestep == field.key,
+        columns.run_id == runs.c.run_id,
+        columns.attempt == runs.c.attempt,
+        columns.epoch == runs.c.epochs_done,
+        columns.split == field.split,
+        columns.timestep == field.key,
     ]
 
 
 def _target(field: Field, table: Any = None):  # noqa: ANN202 - the column a condition compares
     if field.source == "column":
         return _COLUMNS[field.name][0]
+    if table is None:
+        table = _TABLES[field.source]
     if field.source == "param":
-        table = table or RunParam
-        return table.num_value if field.numeric else table.text_value
-    return (table or {"tag": RunTag, "loss": Loss, "metric": Metric}[field.source]).value
+        return table.c.num_value if field.numeric else table.c.text_value
+    return table.c.value
 
 
 def value_of(field: Field) -> ColumnElement:
@@ -228,8 +239,7 @@ def joined_value(query: Select, field: Field, *, outer: bool = True) -> tuple[Se
     """
     if field.source == "column":
         return query, _target(field)
-    tables = {"param": RunParam, "tag": RunTag, "loss": Loss, "metric": Metric}
-    table = aliased(tables[field.source])
+    table = _TABLES[field.source].alias()
     condition = and_(*_lookup(field, table))
     joined = query.outerjoin(table, condition) if outer else query.join(table, condition)
     return joined, _target(field, table)
@@ -240,17 +250,17 @@ def settled_value(query: Select, field: Field) -> tuple[Select, Any]:
     row of run_values, and the value column: a sort walks run_values' index in value order
     and stops after its limit."""
     loss = field.source == "loss"
-    table = aliased(RunValue)
+    table = run_values.alias()
     condition = and_(
-        table.run_id == Run.run_id,
-        table.at == ("best" if field.at_best else "last"),
-        table.split == field.split,
-        table.name == (LOSS if loss else field.key),
-        table.timestep == (field.key if loss else field.step or WHOLE_SPLIT),
-        table.attempt == Run.attempt,
-        table.epoch == (Run.best_epoch if field.at_best else Run.epochs_done),
+        table.c.run_id == runs.c.run_id,
+        table.c.at == ("best" if field.at_best else "last"),
+        table.c.split == field.split,
+        table.c.name == (LOSS if loss else field.key),
+        table.c.timestep == (field.key if loss else field.step or WHOLE_SPLIT),
+        table.c.attempt == runs.c.attempt,
+        table.c.epoch == (runs.c.best_epoch if field.at_best else runs.c.epochs_done),
     )
-    return query.join(table, condition), table.value
+    return query.join(table, condition), table.c.value
 
 
 def _compared(field: Field, op: str, values: list[Any]) -> ColumnElement:
@@ -294,7 +304,7 @@ def _truth(field: Field, op: str, values: list[Any], per_run: bool = False) -> T
     step = _output_step(field)
     if step is not None:
         # A run with fewer output steps has no row at t: its own row says so without a probe.
-        has_step = Run.timesteps >= step
+        has_step = runs.c.timesteps >= step
         true, false = and_(has_step, true), and_(has_step, false)
     return Truth(true, false, 1 if field.source in ("loss", "metric") else 2)
 
@@ -577,10 +587,10 @@ class RunFilter:
         found = [
             column == wanted
             for column, wanted in (
-                (Experiment.name, self.experiment),
-                (Run.task, self.task),
-                (Run.model, self.model),
-                (Run.status, self.status),
+                (experiments.c.name, self.experiment),
+                (runs.c.task, self.task),
+                (runs.c.model, self.model),
+                (runs.c.status, self.status),
             )
             if wanted is not None
         ]

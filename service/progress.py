@@ -7,7 +7,7 @@ from datetime import datetime
 
 from service.output import fmt_number
 from service.records import RunRecord, utcnow
-from service.schema import RunStatus
+from service.states import RunStatus
 
 TERMINAL = tuple(sorted(status.value for status in RunStatus.terminal()))
 BAR_WIDTH = 20

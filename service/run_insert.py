@@ -24,9 +24,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from service import tables
 from service.fusion_keys import fusion_key
 from service.records import utcnow
-from service.schema import Experiment, Run, RunParam, RunStatus, RunTag
+from service.states import RunStatus
 
 RUN_COLUMNS = (
     "task", "model", "status", "spec", "queue", "priority", "idempotency_key", "max_attempts",
@@ -36,15 +37,15 @@ RUN_COLUMNS = (
 # The run takes its experiment id from a subselect by name, so a lookup costs no round trip;
 # no row comes back when the experiment does not exist yet.
 _RUN_INSERT = (
-    insert(Run)
+    insert(tables.runs)
     .from_select(
         ["experiment_id", *RUN_COLUMNS],
         select(
-            Experiment.experiment_id,
-            *(bindparam(name, type_=Run.__table__.c[name].type) for name in RUN_COLUMNS),
-        ).where(Experiment.name == bindparam("experiment")),
+            tables.experiments.c.experiment_id,
+            *(bindparam(name, type_=tables.runs.c[name].type) for name in RUN_COLUMNS),
+        ).where(tables.experiments.c.name == bindparam("experiment")),
     )
-    .returning(Run.run_id)
+    .returning(tables.runs.c.run_id)
 )
 
 
@@ -68,13 +69,13 @@ def _one_statement_insert() -> Any:
         .table_valued("key", "value")
         .render_derived()
     )
-    new_params = insert(RunParam).from_select(
+    new_params = insert(tables.run_params).from_select(
         ["run_id", "name", "num_value", "text_value"],
         select(run.c.run_id, params.c.name, params.c.num_value, params.c.text_value)
         .select_from(run)
         .join(params, true()),
     )
-    new_tags = insert(RunTag).from_select(
+    new_tags = insert(tables.run_tags).from_select(
         ["run_id", "key", "value"],
         select(run.c.run_id, tags.c.key, tags.c.value).select_from(run).join(tags, true()),
     )
@@ -155,10 +156,13 @@ def insert_run(
             _create_experiment(connection, experiment)
             run_id = connection.execute(_RUN_INSERT, values).scalar_one()
         if rows:
-            connection.execute(insert(RunParam), [{**row, "run_id": run_id} for row in rows])
+            connection.execute(
+                insert(tables.run_params), [{**row, "run_id": run_id} for row in rows]
+            )
         if tags:
             connection.execute(
-                insert(RunTag), [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()]
+                insert(tables.run_tags),
+                [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
             )
     return run_id
 
@@ -185,7 +189,7 @@ def add_runs(
     beyond RUN_COLUMNS (the same ones for every run of the batch)."""
     run_ids = list(
         connection.execute(
-            insert(Run).returning(Run.run_id, sort_by_parameter_order=True),
+            insert(tables.runs).returning(tables.runs.c.run_id, sort_by_parameter_order=True),
             [{**values, "experiment_id": experiment_id} for values, _, _ in runs],
         ).scalars()
     )
@@ -200,15 +204,15 @@ def add_runs(
         for key, value in run_tags.items()
     ]
     if params:
-        connection.execute(insert(RunParam), params)
+        connection.execute(insert(tables.run_params), params)
     if tags:
-        connection.execute(insert(RunTag), tags)
+        connection.execute(insert(tables.run_tags), tags)
     return run_ids
 
 
 def experiment_id_for(connection: Connection, name: str) -> int:
     """The id of experiment `name`, created if it is new."""
-    lookup = select(Experiment.experiment_id).where(Experiment.name == name)
+    lookup = select(tables.experiments.c.experiment_id).where(tables.experiments.c.name == name)
     found = connection.scalar(lookup)
     if found is None:
         _create_experiment(connection, name)
@@ -219,6 +223,6 @@ def experiment_id_for(connection: Connection, name: str) -> int:
 def _create_experiment(connection: Connection, name: str) -> None:
     try:
         with connection.begin_nested():
-            connection.execute(insert(Experiment), {"name": name, "created_at": utcnow()})
+            connection.execute(insert(tables.experiments), {"name": name, "created_at": utcnow()})
     except IntegrityError:  # created meanwhile by a concurrent submitter
         pass

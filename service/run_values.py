@@ -17,9 +17,7 @@ from sqlalchemy import and_, delete, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from service.schema import Loss, Metric, Run, RunValue
-
-LOSS = "loss"  # the name that a per-timestep loss L_t goes by among the metrics
-WHOLE_SPLIT = 0  # the timestep of a whole-split metric: a key column cannot be NULL
+from service.tables import LOSS, WHOLE_SPLIT
 
 COLUMNS = ("run_id", "at", "split", "name", "timestep", "attempt", "epoch", "value")
 

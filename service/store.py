@@ -13,10 +13,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, Row, Select, and_, delete, func, insert, select
 
-from service.db import session_scope
+from service.db import connection_scope
 from service.errors import InputError
 from service.filters import (
     Field,
@@ -29,8 +28,8 @@ from service.filters import (
     value_of,
 )
 from service.records import LossRecord, RunRecord, as_utc, utcnow
-from service.run_insert import insert_run, new_run_values
-from service.schema import Dataset, Experiment, Loss, Run, RunStatus, RunTag
+from service.states import RunStatus
+from service.tables import datasets, experiments, losses, run_tags, runs
 
 # Tag lookups go in chunks: SQLite refuses statements with more than 32,766 parameters.
 _CHUNK = 500
@@ -50,45 +49,46 @@ class NewRun:
     max_attempts: int = 3
 
 
-def _to_record(run: Run, experiment: str, tags: dict[str, str]) -> RunRecord:
+def _to_record(run: Mapping[str, Any], tags: dict[str, str]) -> RunRecord:
+    """The record of a row of `_runs_with_experiment()`: the run's columns and its experiment."""
     from models.spec import applied_params
 
     # A row written by hand may hold any JSON: its run fails at the claim with the reason, and
     # listings must still show it.
-    spec = dict(run.spec) if isinstance(run.spec, dict) else {}
+    spec = dict(run["spec"]) if isinstance(run["spec"], dict) else {}
     return RunRecord(
-        id=run.run_id,
-        experiment=experiment,
-        task=run.task,
-        model=run.model,
-        status=run.status,
+        id=run["run_id"],
+        experiment=run["experiment"],
+        task=run["task"],
+        model=run["model"],
+        status=run["status"],
         params=applied_params(spec),
         spec=spec,
         tags=tags,
-        queue=run.queue,
-        priority=run.priority,
-        device=run.device,
-        worker=run.worker,
-        attempt=run.attempt,
-        max_attempts=run.max_attempts,
-        epochs_done=run.epochs_done,
-        final_train_loss=run.final_train_loss,
-        final_val_loss=run.final_val_loss,
-        best_train_loss=run.best_train_loss,
-        best_val_loss=run.best_val_loss,
-        final_metric=run.final_metric,
-        error=run.error,
-        traceback=run.traceback,
-        created_at=as_utc(run.created_at),
-        started_at=as_utc(run.started_at),
-        finished_at=as_utc(run.finished_at),
-        resumed_from_epoch=run.resumed_from_epoch,
-        best_epoch=run.best_epoch,
-        best_metric=run.best_metric,
-        best_metrics=_metric_map(run.best_metrics),
-        final_metrics=_metric_map(run.final_metrics),
-        trial=run.trial_number,
-        group=run.group_id,
+        queue=run["queue"],
+        priority=run["priority"],
+        device=run["device"],
+        worker=run["worker"],
+        attempt=run["attempt"],
+        max_attempts=run["max_attempts"],
+        epochs_done=run["epochs_done"],
+        final_train_loss=run["final_train_loss"],
+        final_val_loss=run["final_val_loss"],
+        best_train_loss=run["best_train_loss"],
+        best_val_loss=run["best_val_loss"],
+        final_metric=run["final_metric"],
+        error=run["error"],
+        traceback=run["traceback"],
+        created_at=as_utc(run["created_at"]),
+        started_at=as_utc(run["started_at"]),
+        finished_at=as_utc(run["finished_at"]),
+        resumed_from_epoch=run["resumed_from_epoch"],
+        best_epoch=run["best_epoch"],
+        best_metric=run["best_metric"],
+        best_metrics=_metric_map(run["best_metrics"]),
+        final_metrics=_metric_map(run["final_metrics"]),
+        trial=run["trial_number"],
+        group=run["group_id"],
     )
 
 
@@ -99,20 +99,20 @@ def _metric_map(stored: Any) -> dict[str, float]:
     return {str(k): float(v) for k, v in stored.items() if isinstance(v, (int, float))}
 
 
-def _records(session: Session, rows: Iterable[tuple[Run, str]]) -> list[RunRecord]:
-    rows = list(rows)
-    tags: dict[int, dict[str, str]] = {run.run_id: {} for run, _ in rows}
+def _records(connection: Connection, rows: Iterable[Row[Any]]) -> list[RunRecord]:
+    found = [row._mapping for row in rows]
+    tags: dict[int, dict[str, str]] = {run["run_id"]: {} for run in found}
     ids = list(tags)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        for tag in session.scalars(select(RunTag).where(RunTag.run_id.in_(chunk))):
+        for tag in connection.execute(select(run_tags).where(run_tags.c.run_id.in_(chunk))):
             tags[tag.run_id][tag.key] = tag.value
-    return [_to_record(run, name, tags[run.run_id]) for run, name in rows]
+    return [_to_record(run, tags[run["run_id"]]) for run in found]
 
 
 def _runs_with_experiment() -> Select:
-    return select(Run, Experiment.name).join(
-        Experiment, Run.experiment_id == Experiment.experiment_id
+    return select(runs, experiments.c.name.label("experiment")).join(
+        experiments, runs.c.experiment_id == experiments.c.experiment_id
     )
 
 
@@ -131,7 +131,7 @@ def _sorted_pages(query: Select, field: Field, descending: bool):  # noqa: ANN20
 
     def ordered(statement: Select, column: Any) -> Select:
         order = column.desc() if descending else column.asc()
-        return statement.order_by(order, Run.run_id.desc())
+        return statement.order_by(order, runs.c.run_id.desc())
 
     if not nullable(field):
         yield [ordered(query, value)]
@@ -140,60 +140,65 @@ def _sorted_pages(query: Select, field: Field, descending: bool):  # noqa: ANN20
         # The ended runs walk run_values' index in value order and stop after `limit`; the runs
         # still queued or training, which it does not hold, are probed one by one. A scalar
         # subquery over every run measured 361-709 ms (`--sort "val_loss_t[3]"`, 100k runs).
-        settled, column = settled_value(query.where(Run.status.in_(RunStatus.terminal())), field)
-        live, probed = joined_value(query.where(Run.status.in_(_LIVE)), field, outer=False)
+        settled, column = settled_value(query.where(runs.c.status.in_(RunStatus.terminal())), field)
+        live, probed = joined_value(query.where(runs.c.status.in_(_LIVE)), field, outer=False)
         yield [
             ordered(settled.where(column.is_not(None)).add_columns(column), column),
             ordered(live.where(probed.is_not(None)).add_columns(probed), probed),
         ]
     else:
         yield [ordered(query.where(value.is_not(None)), value)]
-    yield [query.where(value.is_(None)).order_by(Run.run_id.desc())]
+    yield [query.where(value.is_(None)).order_by(runs.c.run_id.desc())]
 
 
-def _page_rows(  # noqa: ANN202
-    session: Session, page: list[Select], descending: bool, limit: int | None, **options: Any
-):
-    """At most `limit` rows of one page from `_sorted_pages`, as (run, experiment name)."""
+def _page_rows(
+    connection: Connection,
+    page: list[Select],
+    descending: bool,
+    limit: int | None,
+    **options: Any,
+) -> Iterator[Row[Any]]:
+    """At most `limit` rows of one page from `_sorted_pages`: a run's columns and experiment
+    (and, on a merged page, the value sorted by last)."""
     page = [statement.limit(limit) for statement in page]
     if len(page) == 1:
-        yield from session.execute(page[0].execution_options(**options))
+        yield from connection.execute(page[0].execution_options(**options))
         return
     settled, live = page
 
-    def key(row: Any) -> tuple[float, int]:
-        return (row[-1], row[0].run_id) if descending else (row[-1], -row[0].run_id)
+    def key(row: Row[Any]) -> tuple[float, int]:
+        return (row[-1], row.run_id) if descending else (row[-1], -row.run_id)
 
-    training = session.execute(live).all()  # few: read first, before the long stream opens
-    streams = [session.execute(settled.execution_options(**options)), training]
+    training = connection.execute(live).all()  # few: read first, before the long stream opens
+    streams = [connection.execute(settled.execution_options(**options)), training]
     merged = heapq.merge(*streams, key=key, reverse=descending)
-    yield from (row[:-1] for row in itertools.islice(merged, limit))
+    yield from itertools.islice(merged, limit)
 
 
 def _sorted_rows(
-    session: Session, query: Select, field: Field, descending: bool, limit: int | None
-) -> list[Any]:
-    rows: list[Any] = []
+    connection: Connection, query: Select, field: Field, descending: bool, limit: int | None
+) -> list[Row[Any]]:
+    rows: list[Row[Any]] = []
     for page in _sorted_pages(query, field, descending):
         left = None if limit is None else limit - len(rows)
         if left == 0:
             break
-        rows.extend(_page_rows(session, page, descending, left))
+        rows.extend(_page_rows(connection, page, descending, left))
     return rows
 
 
 def save_dataset(engine: Engine, sha256: str, content: bytes) -> None:
     """Store a user's data file once under its sha256 (a second save is a no-op)."""
-    with session_scope(engine) as session:
-        if session.get(Dataset, sha256) is None:
-            session.add(
-                Dataset(sha256=sha256, size=len(content), content=content, created_at=utcnow())
-            )
+    with connection_scope(engine) as connection:
+        stored = select(datasets.c.sha256).where(datasets.c.sha256 == sha256)
+        if connection.scalar(stored) is None:
+            new = {"sha256": sha256, "size": len(content), "content": content}
+            connection.execute(insert(datasets), {**new, "created_at": utcnow()})
 
 
 def load_dataset(engine: Engine, sha256: str) -> bytes:
-    with session_scope(engine, read_only=True) as session:
-        content = session.scalar(select(Dataset.content).where(Dataset.sha256 == sha256))
+    with connection_scope(engine, read_only=True) as connection:
+        content = connection.scalar(select(datasets.c.content).where(datasets.c.sha256 == sha256))
     if content is None:
         raise KeyError(f"dataset {sha256} is not in the database")
     return content
@@ -203,6 +208,8 @@ def create_run(
     engine: Engine, spec: Mapping[str, Any], params: Mapping[str, Any], new: NewRun
 ) -> RunRecord:
     """Insert a validated spec as a `queued` run with its typed hyperparameters and tags."""
+    from service.run_insert import insert_run, new_run_values
+
     values = new_run_values(
         spec,
         queue=new.queue,
@@ -210,17 +217,18 @@ def create_run(
         max_attempts=new.max_attempts,
         idempotency_key=new.idempotency_key,
     )
-    run = Run(**values)
     tags = dict(new.tags or {})
-    run.run_id = insert_run(engine, new.experiment, values, params, tags)
-    return _to_record(run, new.experiment, tags)
+    run_id = insert_run(engine, new.experiment, values, params, tags)
+    unset = dict.fromkeys(runs.c.keys())
+    return _to_record({**unset, **values, "run_id": run_id, "experiment": new.experiment}, tags)
 
 
 def find_idempotent_run(engine: Engine, key: str, spec: Mapping[str, Any]) -> RunRecord | None:
     """The run submitted earlier under `key`; InputError when it was submitted with another spec."""
-    with session_scope(engine) as session:
+    with connection_scope(engine) as connection:
         found = _records(
-            session, session.execute(_runs_with_experiment().where(Run.idempotency_key == key))
+            connection,
+            connection.execute(_runs_with_experiment().where(runs.c.idempotency_key == key)),
         )
     if not found:
         return None
@@ -233,19 +241,19 @@ def find_idempotent_run(engine: Engine, key: str, spec: Mapping[str, Any]) -> Ru
 
 def delete_queued_run(engine: Engine, run_id: int) -> bool:
     """Remove a run that never reached the broker; refuses once a worker has claimed it."""
-    with session_scope(engine) as session:
-        result = session.execute(
-            delete(Run).where(
-                Run.run_id == run_id, Run.status == RunStatus.QUEUED, Run.attempt == 0
+    with connection_scope(engine) as connection:
+        result = connection.execute(
+            delete(runs).where(
+                runs.c.run_id == run_id, runs.c.status == RunStatus.QUEUED, runs.c.attempt == 0
             )
         )
         return result.rowcount == 1
 
 
 def get_run(engine: Engine, run_id: int) -> RunRecord | None:
-    with session_scope(engine, read_only=True) as session:
+    with connection_scope(engine, read_only=True) as connection:
         found = _records(
-            session, session.execute(_runs_with_experiment().where(Run.run_id == run_id))
+            connection, connection.execute(_runs_with_experiment().where(runs.c.run_id == run_id))
         )
     return found[0] if found else None
 
@@ -254,21 +262,16 @@ def group_members(engine: Engine, group: str | None) -> list[int]:
     """The runs whose last attempt trained in fused group `group`, by id; [] for None."""
     if group is None:
         return []
-    with session_scope(engine, read_only=True) as session:
-        return list(
-            session.scalars(select(Run.run_id).where(Run.group_id == group).order_by(Run.run_id))
-        )
+    members = select(runs.c.run_id).where(runs.c.group_id == group).order_by(runs.c.run_id)
+    with connection_scope(engine, read_only=True) as connection:
+        return list(connection.scalars(members))
 
 
 def get_runs(engine: Engine, run_ids: Sequence[int]) -> list[RunRecord]:
     """The runs with these ids, in the order given; InputError naming the first missing one."""
-    with session_scope(engine, read_only=True) as session:
-        found = {
-            record.id: record
-            for record in _records(
-                session, session.execute(_runs_with_experiment().where(Run.run_id.in_(run_ids)))
-            )
-        }
+    query = _runs_with_experiment().where(runs.c.run_id.in_(run_ids))
+    with connection_scope(engine, read_only=True) as connection:
+        found = {record.id: record for record in _records(connection, connection.execute(query))}
     missing = [run_id for run_id in run_ids if run_id not in found]
     if missing:
         raise InputError(f"no run with id {missing[0]}")
@@ -292,8 +295,8 @@ def list_runs(
     chosen = RunFilter(experiment, task, model, status, where)
     query = _filtered(_runs_with_experiment(), chosen, per_run=limit is not None)
     field = parse_field(sort, "--sort")
-    with session_scope(engine, read_only=True) as session:
-        return _records(session, _sorted_rows(session, query, field, descending, limit))
+    with connection_scope(engine, read_only=True) as connection:
+        return _records(connection, _sorted_rows(connection, query, field, descending, limit))
 
 
 def iter_runs(
@@ -302,38 +305,37 @@ def iter_runs(
     """Every matching run, streamed in chunks: for exports of any size."""
     query = _filtered(_runs_with_experiment(), where)
     field = parse_field(sort, "--sort")
-    with session_scope(engine, read_only=True) as session:
+    with connection_scope(engine, read_only=True) as connection:
         for page in _sorted_pages(query, field, descending):
-            rows = _page_rows(session, page, descending, None, yield_per=_CHUNK)
+            rows = _page_rows(connection, page, descending, None, yield_per=_CHUNK)
             while chunk := list(itertools.islice(rows, _CHUNK)):
-                yield from _records(session, chunk)
+                yield from _records(connection, chunk)
 
 
 def tag_keys(engine: Engine, where: RunFilter) -> list[str]:
     """The tag keys that matching runs carry, sorted: the tag columns of an export."""
-    runs = _filtered(
-        select(Run.run_id).join(Experiment, Run.experiment_id == Experiment.experiment_id), where
+    matching = _filtered(
+        select(runs.c.run_id).join(
+            experiments, runs.c.experiment_id == experiments.c.experiment_id
+        ),
+        where,
     )
-    with session_scope(engine, read_only=True) as session:
-        return list(
-            session.scalars(
-                select(RunTag.key).where(RunTag.run_id.in_(runs)).distinct().order_by(RunTag.key)
-            )
-        )
+    keys = select(run_tags.c.key).where(run_tags.c.run_id.in_(matching)).distinct()
+    with connection_scope(engine, read_only=True) as connection:
+        return list(connection.scalars(keys.order_by(run_tags.c.key)))
 
 
 def iter_losses(engine: Engine, where: RunFilter) -> Iterator[tuple[int, LossRecord]]:
     """(run id, loss) for every loss of the matching runs' winning attempts, in index order."""
+    loss = losses.c
     query = (
-        select(Loss)
-        .join(Run, and_(Run.run_id == Loss.run_id, Run.attempt == Loss.attempt))
-        .join(Experiment, Run.experiment_id == Experiment.experiment_id)
-        .order_by(
-            Loss.run_id, Loss.attempt, Loss.epoch, Loss.split, Loss.timestep.asc().nulls_last()
-        )
+        select(losses)
+        .join(runs, and_(runs.c.run_id == loss.run_id, runs.c.attempt == loss.attempt))
+        .join(experiments, runs.c.experiment_id == experiments.c.experiment_id)
+        .order_by(loss.run_id, loss.attempt, loss.epoch, loss.split, loss.timestep.nulls_last())
     )
-    with session_scope(engine, read_only=True) as session:
-        result = session.scalars(_filtered(query, where).execution_options(yield_per=5_000))
+    with connection_scope(engine, read_only=True) as connection:
+        result = connection.execute(_filtered(query, where).execution_options(yield_per=5_000))
         for row in result:
             yield row.run_id, _loss_record(row)
 
@@ -354,7 +356,9 @@ def summarize_runs(
     measured = parse_field(metric, "--metric")
     if not measured.numeric:
         raise InputError(f"--metric: {measured.name} is not a number")
-    query = select(Run.run_id).join(Experiment, Run.experiment_id == Experiment.experiment_id)
+    query = select(runs.c.run_id).join(
+        experiments, runs.c.experiment_id == experiments.c.experiment_id
+    )
     columns = []
     for field in [*fields, measured]:
         query, column = joined_value(query, field)
@@ -372,18 +376,18 @@ def summarize_runs(
         func.min(value),
         func.max(value),
     ).group_by(*groups)
-    with session_scope(engine, read_only=True) as session:
+    with connection_scope(engine, read_only=True) as connection:
         if engine.dialect.name == "sqlite":
-            sqlite = session.connection().connection.driver_connection
+            sqlite = connection.connection.driver_connection
             sqlite.create_aggregate("var_samp", 1, _SampleVariance)
-        rows = session.execute(query).all()
+        rows = connection.execute(query).all()
     summary = []
     for row in rows:
-        keys, (runs, count, mean, variance, low, high) = row[: len(fields)], row[len(fields) :]
+        keys, (total, count, mean, variance, low, high) = row[: len(fields)], row[len(fields) :]
         summary.append(
             {
                 **{f.name: _plain(f, key) for f, key in zip(fields, keys, strict=True)},
-                "runs": runs,
+                "runs": total,
                 "count": count,
                 "mean": None if mean is None else float(mean),
                 "std": _std(variance, count, low, high),
@@ -446,12 +450,14 @@ def _plain(field: Field, value: Any) -> Any:
 
 def run_statuses(engine: Engine, run_ids: Iterable[int]) -> dict[int, str]:
     ids = list(run_ids)
-    with session_scope(engine, read_only=True) as session:
-        rows = session.execute(select(Run.run_id, Run.status).where(Run.run_id.in_(ids)))
+    with connection_scope(engine, read_only=True) as connection:
+        rows = connection.execute(
+            select(runs.c.run_id, runs.c.status).where(runs.c.run_id.in_(ids))
+        )
         return {run_id: status for run_id, status in rows}
 
 
-def _loss_record(row: Loss) -> LossRecord:
+def _loss_record(row: Row[Any]) -> LossRecord:
     return LossRecord(
         epoch=row.epoch,
         split=row.split,
@@ -467,21 +473,22 @@ def get_losses(
 
     `epoch` is a number, "last" or "all".
     """
-    with session_scope(engine, read_only=True) as session:
-        attempt = session.scalar(select(Run.attempt).where(Run.run_id == run_id))
+    loss = losses.c
+    with connection_scope(engine, read_only=True) as connection:
+        attempt = connection.scalar(select(runs.c.attempt).where(runs.c.run_id == run_id))
         if attempt is None:
             return []
-        query = select(Loss).where(Loss.run_id == run_id, Loss.attempt == attempt)
+        query = select(losses).where(loss.run_id == run_id, loss.attempt == attempt)
         if split is not None:
-            query = query.where(Loss.split == split)
+            query = query.where(loss.split == split)
         if epoch == "last":
             last = (
-                select(func.max(Loss.epoch))
-                .where(Loss.run_id == run_id, Loss.attempt == attempt)
+                select(func.max(loss.epoch))
+                .where(loss.run_id == run_id, loss.attempt == attempt)
                 .scalar_subquery()
             )
-            query = query.where(Loss.epoch == last)
+            query = query.where(loss.epoch == last)
         elif epoch != "all":
-            query = query.where(Loss.epoch == int(epoch))
-        query = query.order_by(Loss.epoch, Loss.split, Loss.timestep.is_(None), Loss.timestep)
-        return [_loss_record(row) for row in session.scalars(query)]
+            query = query.where(loss.epoch == int(epoch))
+        query = query.order_by(loss.epoch, loss.split, loss.timestep.is_(None), loss.timestep)
+        return [_loss_record(row) for row in connection.execute(query)]
