@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -74,19 +75,14 @@ def print_json_stream(items: Iterable[Any]) -> None:
 
 
 def print_table(title: str | None, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """A table on stdout: as wide as the terminal allows, or 160 columns when piped (wider
+    cells fold), the column names in bold on a terminal."""
+    from service.text_table import table_lines
 
-    table = Table(title=title, header_style="bold")
-    for name in header:
-        table.add_column(name, overflow="fold")
-    for row in rows:
-        table.add_row(*(str(cell) for cell in row))
-    console = Console()
-    if not console.is_terminal:
-        # Piped output would otherwise wrap at 80 columns.
-        console = Console(width=160)
-    console.print(table)
+    terminal = sys.stdout.isatty()
+    width = shutil.get_terminal_size().columns if terminal else 160
+    lines = table_lines(title, header, rows, width, style_header=terminal)
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 # Fits 120 columns: best is the primary val metric at the epoch of lowest val L (that epoch in
@@ -341,8 +337,6 @@ def emit_run_detail(
         detail = {**run.to_json(), "trained_beside": list(beside)}
         print_json({**detail, "losses": [loss.to_json() for loss in losses]})
         return
-    from rich.console import Console
-
     totals = {
         split: [r.value for r in losses if r.split == split and r.timestep is None]
         for split in ("train", "val")
@@ -395,4 +389,4 @@ def emit_run_detail(
             ),
         )
     if run.traceback:
-        Console(stderr=False).print(run.traceback, markup=False, highlight=False)
+        sys.stdout.write(run.traceback.rstrip("\n") + "\n")
