@@ -589,12 +589,14 @@ def main() -> None:
         "planning for all runs rather than the 20 read (686 ms). Summaries and exports, which "
         "read every run, keep the planner's choice.",
         "- Start-up: each command imports only its own module, SQLite never imports "
-        "SQLAlchemy's PostgreSQL dialect, and the garbage collector is off while a command's "
-        "modules load (70 ms). What remains is SQLAlchemy and its ORM (about half), the "
-        "first query's compilation, rich's table; on PostgreSQL psycopg (45-65 ms), "
-        "SQLAlchemy's PostgreSQL dialect package (20-28 ms) and the first connection with the "
-        "schema check (55-80 ms) come on top. Single runs spread widely on this shared "
-        "machine: by hand at load 0.5, SQLite took 430-510 ms and PostgreSQL 560-800 ms.",
+        "SQLAlchemy's PostgreSQL dialect, the garbage collector is off while a command's "
+        "modules load (70 ms) and never walks them again once they are loaded (its last pass "
+        "at exit was 130 ms), the read commands query SQLAlchemy Core tables without "
+        "importing the ORM (80 ms), and tables are drawn without rich (33 ms). What remains "
+        "is mostly SQLAlchemy Core and Click; on PostgreSQL psycopg (45-65 ms), SQLAlchemy's "
+        "PostgreSQL dialect package (20-28 ms) and the first connection with the schema check "
+        "(35-80 ms) come on top. `python -m benchmarks.startup` sets each command against "
+        "that floor (startup.md).",
         "- PostgreSQL sessions run with `jit = off`: its JIT spent 200 ms compiling plans for "
         "queries that then ran in tens of milliseconds.",
         "- The machine is shared with other work, so figures move by tens of percent between runs.",

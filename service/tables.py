@@ -67,6 +67,17 @@ def _run_key() -> Column[int]:
     return Column("run_id", ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True)
 
 
+def _epoch_row(key: str) -> list[Column[Any]]:
+    """The first columns of a value recorded for an epoch and split of a run's attempt."""
+    return [
+        Column(key, BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("run_id", ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+        Column("attempt", Integer, nullable=False),
+        Column("epoch", Integer, nullable=False),
+        Column("split", String(8), nullable=False),
+    ]
+
+
 experiments = Table(
     "experiments",
     metadata,
@@ -196,11 +207,7 @@ run_tags = Table(
 losses = Table(
     "losses",
     metadata,
-    Column("loss_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("run_id", ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
-    Column("attempt", Integer, nullable=False),
-    Column("epoch", Integer, nullable=False),
-    Column("split", String(8), nullable=False),
+    *_epoch_row("loss_id"),
     Column("timestep", Integer),
     Column("value", Float),
     Column("value_kind", String(8), nullable=False, server_default=text("'finite'")),
@@ -223,11 +230,7 @@ losses = Table(
 metrics = Table(
     "metrics",
     metadata,
-    Column("metric_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("run_id", ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
-    Column("attempt", Integer, nullable=False),
-    Column("epoch", Integer, nullable=False),
-    Column("split", String(8), nullable=False),
+    *_epoch_row("metric_id"),
     Column("name", String(32), nullable=False),
     Column("timestep", Integer),
     Column("value", Float, nullable=False),
