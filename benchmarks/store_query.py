@@ -5,7 +5,7 @@ Run from the repository root: python -m benchmarks.store_query [--runs N] [--mlf
 [--data-dir DIR [--reuse]] (DIR keeps the SQLite database and the PostgreSQL one is kept too;
 --reuse queries them again without loading).
 Writes benchmarks/results/store_query.md. Each timed command runs in-process through the real
-CLI (click, the store, rich rendering), the process start excluded: the median of 5 after one
+CLI (click, the store, the table drawn), the process start excluded: the median of 5 after one
 warm-up. The whole-process wall time of `expq runs list --limit 20` is measured separately, on
 a 1,000-run database and on the big one. Beside it: `mlflow.search_runs` on MLflow runs holding
 the same hyperparameters and per-timestep metrics, with a comparable filter and order.
@@ -459,8 +459,8 @@ def main() -> None:
         *machine(command + (" --data-dir DIR --reuse" if args.reuse else "")),
         f"- load average before the timed commands (1, 5, 15 min): {_load()}",
         "",
-        "Each command runs in-process through the real CLI (argument parsing, the store, rich "
-        "rendering to a discarded stdout); the figure is the median of 5 after one warm-up. "
+        "Each command runs in-process through the real CLI (argument parsing, the store, the "
+        "table drawn to a discarded stdout); the figure is the median of 5 after one warm-up. "
         "The process start is excluded here and reported under Start-up.",
         "",
     ]
