@@ -295,6 +295,27 @@ def gemm_checks(members: int) -> list[tuple[str, str]]:
     return found
 
 
+def alignment_check() -> list[tuple[int, str]]:
+    """(input width, finding): addmm of member k's slice of a stack, which starts off a 64-byte
+    boundary when the width is not a multiple of 16 floats, against a fresh copy of it (what a
+    solo run multiplies), for 1-32 rows."""
+    found = []
+    generator = torch.Generator().manual_seed(2)
+    for width in (18, 64, 81):
+        weight = torch.randn(64, width, generator=generator)
+        bias = torch.randn(64, generator=generator)
+        rows = []
+        for m in range(1, 33):
+            x = torch.randn(4, m, width, generator=generator)
+            alone = [torch.addmm(bias, x[k].clone(), weight.t()) for k in range(4)]
+            if any(
+                not torch.equal(torch.addmm(bias, x[k], weight.t()), alone[k]) for k in range(4)
+            ):
+                rows.append(m)
+        found.append((width, _rows(rows, 0.0).split(" (max")[0]))
+    return found
+
+
 def _rows(rows: list[int], worst: float, tried: str = "") -> str:
     if not rows:
         return f"equal{' for ' + tried if tried else ''}"
@@ -397,6 +418,8 @@ def main(argv: list[str]) -> None:
         emit(f"## Matmuls, {threads} thread{'s' * (threads > 1)}, {args.members} members", "",
              "| check | finding |", "|---|---|")  # fmt: skip
         emit(*(f"| {check} | {finding} |" for check, finding in gemm_checks(args.members)))
+        emit(*(f"| addmm of a stack's slice vs a fresh copy, ({width}->64), rows 1-32 | {found} |"
+               for width, found in alignment_check()))  # fmt: skip
         emit("", f"## Stacked layer against nn.* (packed, hidden {SHAPES[0][0]}, 4 members, "
              f"3 SGD steps), {threads} thread{'s' * (threads > 1)}", "",
              "| cell | layers | outputs | final state | gradients | weights after SGD |",
