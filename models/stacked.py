@@ -36,18 +36,25 @@ def _multiply_add(c: Tensor, a: Tensor, alphas: list[float], into: Tensor) -> No
 
 
 SMALL_GEMM = 400  # below this many multiply-adds a matrix, bmm on the CPU loops on its own
+# below this many rows, MKL's mm rounds some matrices otherwise than bmm's slice of them: on
+# more than one thread, and where a slice starts off a 64-byte boundary, as no solo batch does
+# (benchmarks/results/fusion_rnn_probe.md)
+FEW_ROWS = 12
 
 
 def _bmm(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     """a @ b (+ bias) member by member, rounded as torch.mm (torch.addmm) rounds each alone.
 
     A CPU bmm of matrices this size or larger calls mm on each member's slice; a smaller one
-    runs its own loop, which sums in another order, so those go through mm one by one."""
-    if a.shape[2] * a.shape[1] * b.shape[2] >= SMALL_GEMM:
+    runs its own loop, which sums in another order, and one of few rows may round otherwise
+    than mm of a fresh (aligned) matrix: those go through mm one by one, on aligned copies."""
+    rows = a.shape[1]
+    if a.shape[2] * rows * b.shape[2] >= SMALL_GEMM and rows >= FEW_ROWS:
         return torch.bmm(a, b) if bias is None else torch.baddbmm(bias[:, None, :], a, b)
+    pairs = [(a[k].clone(), b[k].clone()) for k in range(a.shape[0])]
     if bias is None:
-        return torch.stack([torch.mm(a[k], b[k]) for k in range(a.shape[0])])
-    return torch.stack([torch.addmm(bias[k], a[k], b[k]) for k in range(a.shape[0])])
+        return torch.stack([torch.mm(x, y) for x, y in pairs])
+    return torch.stack([torch.addmm(bias[k], x, y) for k, (x, y) in enumerate(pairs)])
 
 
 class _Linear(torch.autograd.Function):

@@ -70,6 +70,26 @@ def test_each_member_equals_its_solo_run(
         assert len(reports) == spec.epochs
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("task", "batch_size"), [("captioning", 7), ("binary", 10)])
+def test_batches_of_few_rows_equal_their_solo_runs(
+    tiny_spec, threads: int, task: str, batch_size: int
+) -> None:
+    """MKL rounds a matmul of few rows by the thread count and by where the matrix starts in
+    memory: a stacked MLP must round those batches (all of them here, or the last) as alone."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        base = tiny_spec(task, "mlp", hidden=64, batch_size=batch_size, data_seed=1, layers=2)
+        specs = _variants(base)
+        members = [_member(spec) for spec in specs]
+        fit_group([m for m, _ in members], build_data(base), "cpu")
+        for spec, (_, reports) in zip(specs, members, strict=True):
+            assert _numbers(reports) == _numbers(_solo(spec)[1])
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_diverging_member_leaves_the_others_identical(tiny_spec) -> None:
     base = tiny_spec("binary", "mlp", activation="relu", data_seed=3, epochs=3)
     blowing_up = replace(base, lr=1e30, momentum=0.9, seed=4, grad_clip=0.0)
