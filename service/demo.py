@@ -7,6 +7,7 @@ can do rather than a few epochs of noise.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ DEMO_TASKS = ("binary", "sentiment", "captioning", "translation")
 DEMO_MODELS = ("mlp", "rnn")
 DEMO_PAIRS = tuple((task, model) for task in DEMO_TASKS for model in DEMO_MODELS)  # table order
 WORKER_STOP_SECONDS = 15
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, `kill`, a closed terminal
 
 
 def free_port() -> int:
@@ -97,6 +99,15 @@ def stop_worker(process: subprocess.Popen, timeout: float = WORKER_STOP_SECONDS)
             process.wait(timeout)
         except subprocess.TimeoutExpired:
             pass
+    kill_worker(process)
+
+
+def kill_worker(process: subprocess.Popen) -> None:
+    """SIGKILL the worker's whole group at once and reap its main process.
+
+    Safe for the database: every write a worker makes is one transaction, which a killed
+    process leaves uncommitted and the database rolls back whole.
+    """
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -123,7 +134,7 @@ def _watch(engine, run_ids: list[int], worker: subprocess.Popen) -> None:  # noq
 
 
 def _cancel_unfinished(engine, experiment: str) -> None:  # noqa: ANN001
-    """The demo was interrupted: none of its runs may wait for the user's next real worker."""
+    """None of the demo's runs may wait for the user's next real worker."""
     from service.lifecycle import cancel_run
     from service.store import list_runs
 
@@ -137,6 +148,44 @@ def _cancel_unfinished(engine, experiment: str) -> None:  # noqa: ANN001
         click.echo(f"cancelled {len(cancelled)} unfinished demo runs", err=True)
 
 
+def _abandon(engine, experiment: str, worker: subprocess.Popen) -> None:  # noqa: ANN001
+    """Interrupted, or the worker died: kill the worker, then cancel what it left unfinished.
+
+    In this order, so that the cancels meet no writer and nothing waits on a warm shutdown:
+    stopped with SIGTERM after its cancels, the worker took 2-7 s of Celery's pool teardown on
+    a loaded 2-core machine, for training that is thrown away. A second Ctrl-C (or SIGTERM)
+    meanwhile is ignored: it would leave runs queued.
+    """
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _STOP_SIGNALS}
+    try:
+        click.echo("stopping the demo worker ...")
+        kill_worker(worker)
+        _cancel_unfinished(engine, experiment)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def _stopped_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM (`kill`) and SIGHUP (a closed terminal) stop the demo as Ctrl-C does; without
+    this they ended it at once and left its worker training. A signal already ignored (nohup)
+    stays ignored."""
+    previous = {}
+    for signum in _STOP_SIGNALS[1:]:
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def demo_specs(epochs: int | None = None) -> list[dict[str, object]]:
     """What the demo submits for each pair, in DEMO_PAIRS order: the task's defaults on the CPU."""
     override = {} if epochs is None else {"epochs": epochs}
@@ -148,23 +197,36 @@ def demo_specs(epochs: int | None = None) -> list[dict[str, object]]:
 def run_demo(epochs: int | None = None) -> int:
     """The demo's exit code: 0 when all eight runs succeeded. `epochs` overrides the task
     defaults' (a quick look; the defaults are what learns)."""
+    from service.db import get_engine
+
     settings = load_settings()
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExpqError(f"cannot create EXPQ_HOME {settings.home}: {exc.strerror}") from None
     env = {**os.environ, "EXPQ_DATABASE_URL": settings.database_url, "OMP_NUM_THREADS": "1"}
-    with _broker_url() as broker_url:
-        env["EXPQ_BROKER_URL"] = broker_url
-        os.environ["EXPQ_BROKER_URL"] = broker_url
-        click.echo(f"broker:   {mask_url(broker_url)}")
-        click.echo(f"database: {mask_url(settings.database_url)}")
-        worker = start_worker(env, settings.home / "demo-worker.log")
-        try:
-            return _submit_and_watch(settings, broker_url, epochs, worker)
-        finally:
-            click.echo("stopping the demo worker ...")
-            stop_worker(worker)
+    engine = get_engine(settings.database_url)  # the schema, before the worker looks for it
+    experiment = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    try:
+        with _stopped_like_ctrl_c(), _broker_url() as broker_url:
+            env["EXPQ_BROKER_URL"] = broker_url
+            os.environ["EXPQ_BROKER_URL"] = broker_url
+            click.echo(f"broker:   {mask_url(broker_url)}")
+            click.echo(f"database: {mask_url(settings.database_url)}")
+            worker = start_worker(env, settings.home / "demo-worker.log")
+            try:
+                _watch(engine, _submit(engine, broker_url, experiment, epochs), worker)
+                code = _report(engine, experiment)
+                click.echo("stopping the demo worker ...")
+                stop_worker(worker)
+                return code
+            except BaseException:
+                _abandon(engine, experiment, worker)
+                raise
+    finally:
+        # Whatever the demo made lives until it exits: the collector's last pass over it,
+        # at exit, took seconds on a loaded machine.
+        gc.freeze()
 
 
 @contextmanager
@@ -176,30 +238,27 @@ def _broker_url() -> Iterator[str]:
         yield url
 
 
-def _submit_and_watch(  # noqa: ANN001
-    settings, broker_url: str, epochs: int | None, worker: subprocess.Popen
-) -> int:
-    from service.db import get_engine
-    from service.store import NewRun, list_runs
+def _submit(engine, broker_url: str, experiment: str, epochs: int | None) -> list[int]:  # noqa: ANN001
+    """The demo's runs, queued: slowest first (the sequence RNNs take most of the minute), so
+    that the worker's two processes finish at about the same time."""
+    from service.store import NewRun
     from service.submit import prepare_spec, submit_spec
     from workers.app import make_app
 
-    engine = get_engine(settings.database_url)
     app = make_app(broker_url)
-    experiment = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    run_ids: list[int] = []
-    try:
-        # Slowest first (the sequence RNNs take most of the minute), so that the worker's two
-        # processes finish at about the same time.
-        for raw in reversed(demo_specs(epochs)):
-            spec, files = prepare_spec(raw, None, None)
-            new = NewRun(experiment=experiment, queue="cpu")
-            run_ids.append(submit_spec(engine, app, spec, files, new).id)
-        click.echo(f"submitted {len(run_ids)} runs to experiment {experiment}; training ...")
-        _watch(engine, run_ids, worker)
-    except BaseException:
-        _cancel_unfinished(engine, experiment)
-        raise
+    run_ids = []
+    for raw in reversed(demo_specs(epochs)):
+        spec, files = prepare_spec(raw, None, None)
+        new = NewRun(experiment=experiment, queue="cpu")
+        run_ids.append(submit_spec(engine, app, spec, files, new).id)
+    click.echo(f"submitted {len(run_ids)} runs to experiment {experiment}; training ...")
+    return run_ids
+
+
+def _report(engine, experiment: str) -> int:  # noqa: ANN001
+    """Print the results table; the exit code."""
+    from service.store import list_runs
+
     results = sorted(
         list_runs(engine, experiment=experiment, limit=None),
         key=lambda run: DEMO_PAIRS.index((run.task, run.model)),

@@ -35,6 +35,7 @@ RETRY_MAX_SECONDS = 30
 # report, not to wait out in silence. The reaper publishes the run again once the database
 # answers (a queued run whose message is gone, or a claimed one whose lease ran out).
 MAX_RETRIES = 25
+SHUT_DOWN = "its worker was shut down (cold shutdown)"
 
 
 def valid_run_id(args: object) -> int | None:
@@ -82,8 +83,44 @@ def _release_dead_claim(run_id: int, owner: str, reason: str) -> None:
         log.warning("run %s: could not release the lease of a dead process", run_id, exc_info=True)
 
 
+def _give_back(app, run_id: int, owner: str) -> None:  # noqa: ANN001 - the Celery app
+    """Release every run `owner` held and queue it again now, its message published, so that
+    the next worker resumes it from its last epoch's checkpoint."""
+    from service.lifecycle import release_owner
+    from workers.reaper import reconcile_once
+
+    settings = load_settings()
+    try:
+        released = release_owner(get_engine(settings.database_url), owner, SHUT_DOWN)
+        if released:
+            reconcile_once(app, settings)
+        for released_id in released:
+            log.warning("run %s: %s; queued again", released_id, SHUT_DOWN)
+    except Exception:  # noqa: BLE001 - the lease still runs out by itself
+        log.warning("run %s: could not give the run back at shutdown", run_id, exc_info=True)
+
+
 class TrainRequest(Request):
     """A train_run request, seen from the worker's main process."""
+
+    def cancel(self, pool, signal=None, emit_retry=True):  # noqa: ANN001, ANN201
+        """Celery's cold shutdown (a second Ctrl-C, SIGQUIT) ends the training processes: their
+        runs are given back at once. Without this they stayed `running`, their leases live,
+        until a worker's reaper found them expired (EXPQ_LEASE_SECONDS later, and only once a
+        worker ran again)."""
+        held = self.time_start is not None and self.worker_pid
+        result = super().cancel(pool, signal, emit_retry)
+        run_id = valid_run_id(self.args)
+        if held and run_id is not None:
+            owner = lease_owner(socket.gethostname(), self.worker_pid, self.id)
+            # Not from inside Celery's signal handler, where this runs; not a daemon, so that
+            # the worker's exit waits for it.
+            threading.Thread(
+                target=_give_back,
+                args=(self.task.app, run_id, owner),
+                name=f"give-back-{run_id}",
+            ).start()
+        return result
 
     def on_accepted(self, pid, time_accepted):  # noqa: ANN001, ANN201
         flow.before_ack()

@@ -140,12 +140,20 @@ def submit(
     if not as_json:
         click.echo(run.id)
     if wait:
-        if as_json:
-            wait_for(engine, [run.id], None, quiet=True)
-        else:
-            from service.commands.watch import watch_runs
+        try:
+            if as_json:
+                wait_for(engine, [run.id], None, quiet=True)
+            else:
+                from service.commands.watch import watch_runs
 
-            watch_runs((run.id,), None, interval=0.5)
+                watch_runs((run.id,), None, interval=0.5)
+        except KeyboardInterrupt:
+            # Ctrl-C stops the waiting, not the run: "Aborted." read as if the run was.
+            click.echo(
+                f"stopped waiting; run {run.id} goes on (`expq runs cancel {run.id}` stops it)",
+                err=True,
+            )
+            sys.exit(130)
         run = get_run(engine, run.id)
     if as_json:
         print_json(run.to_json())

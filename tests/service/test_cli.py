@@ -108,6 +108,34 @@ def test_a_dead_broker_exits_1_masked_and_leaves_no_run(tmp_path: Path) -> None:
     assert json.loads(listed.stdout) == []
 
 
+def test_ctrl_c_on_submit_wait_stops_the_waiting_not_the_run(
+    tmp_path: Path, sqlite_url: str, embedded_broker_url: str
+) -> None:
+    """No worker: the run stays queued while submit waits; Ctrl-C ends the waiting (130) and
+    says the run goes on and how to stop it, instead of a bare "Aborted."."""
+    import signal
+
+    from service.db import get_engine
+    from service.store import get_run
+
+    submit = subprocess.Popen(
+        [sys.executable, "-m", "service", "submit", "--task", "binary", "--model", "mlp", "--wait"],
+        env=expq_env(tmp_path, sqlite_url, embedded_broker_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_id = int(submit.stdout.readline())
+    assert "queued" in submit.stdout.readline()  # its first progress line: it is waiting
+    submit.send_signal(signal.SIGINT)
+    _, stderr = submit.communicate(timeout=30)
+    assert submit.returncode == 130, stderr
+    assert (
+        stderr == f"stopped waiting; run {run_id} goes on (`expq runs cancel {run_id}` stops it)\n"
+    )
+    assert get_run(get_engine(sqlite_url), run_id).status == "queued"
+
+
 def test_queries_never_import_torch(tmp_path: Path, embedded_broker_url: str) -> None:
     env = expq_env(tmp_path, f"sqlite:///{tmp_path / 'expq.db'}", embedded_broker_url)
     probe = (
