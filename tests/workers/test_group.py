@@ -48,7 +48,7 @@ def _losses(engine, run_id: int) -> list[tuple]:  # noqa: ANN001
 
 def _blowing_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """NaN injected into one member: its lr, past what a spec may ask, makes it diverge."""
-    validate = group_module._validate
+    validate = group_module.validate
 
     def validated(raw):  # noqa: ANN001, ANN202
         spec, error = validate(raw)
@@ -56,20 +56,21 @@ def _blowing_up(monkeypatch: pytest.MonkeyPatch) -> None:
             spec = dataclasses.replace(spec, lr=1e30, momentum=0.9, grad_clip=0.0)
         return spec, error
 
-    monkeypatch.setattr(group_module, "_validate", validated)
+    monkeypatch.setattr(group_module, "validate", validated)
 
 
 def _after_first_epoch(monkeypatch: pytest.MonkeyPatch, run_id: int, then: Callable) -> None:
     """Call `then()` once run `run_id` has written its first epoch: at a known point of the
     group's training, without a thread racing it."""
-    record_epoch = group_module.record_epoch
+    record = group_module.record_group_epoch
 
-    def recorded(engine, written: int, attempt: int, epoch: int, *rest) -> None:  # noqa: ANN001
-        record_epoch(engine, written, attempt, epoch, *rest)
-        if written == run_id and epoch == 1:
+    def recorded(engine, epochs, endings):  # noqa: ANN001, ANN202
+        written = record(engine, epochs, endings)
+        if any(write.run_id == run_id and write.epoch == 1 for write in epochs):
             then()
+        return written
 
-    monkeypatch.setattr(group_module, "record_epoch", recorded)
+    monkeypatch.setattr(group_module, "record_group_epoch", recorded)
 
 
 def test_each_member_meets_its_own_fate_and_the_others_train_as_alone(
