@@ -121,3 +121,36 @@ def test_a_group_admits_a_compatible_run_queued_while_it_trains(
     assert ended == {first: "succeeded", late[0]: "succeeded"}
     assert get_run(engine, late[0]).group == get_run(engine, first).group
     assert _losses(engine, late[0]) == _losses(engine, reference)
+
+
+def test_a_member_fenced_out_of_the_groups_write_writes_nothing_and_leaves(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The member's run is cancelled just before the group's write of its second epoch, with
+    no heartbeat due to notice: the fence inside the batched write stops it. It writes nothing
+    more and leaves; the other member's rows land as the same spec's alone."""
+    engine = get_engine(database_url)
+    settings = Settings(
+        home=tmp_path, database_url=database_url, broker_url="redis://unused",
+        heartbeat_seconds=60, lease_seconds=120,
+    )  # fmt: skip
+    reference = _queue(engine, lr=0.2, seed=3)
+    assert execute_run(engine, reference, settings) == "succeeded"
+    survivor, victim = _queue(engine, lr=0.2, seed=3), _queue(engine, lr=0.1, seed=4)
+    record, attempted = group_module.record_group_epoch, []
+
+    def recorded(engine, epochs, endings):  # noqa: ANN001, ANN202
+        attempted.extend((write.run_id, write.epoch) for write in epochs)
+        if (victim, 2) in attempted and get_run(engine, victim).status == "running":
+            cancel_run(engine, victim)
+        return record(engine, epochs, endings)
+
+    monkeypatch.setattr(group_module, "record_group_epoch", recorded)
+
+    ended = execute_group(engine, survivor, settings, "host:1:t", "w", size=2)
+
+    assert ended == {survivor: "succeeded", victim: "cancelled"}
+    assert [epoch for run_id, epoch in attempted if run_id == victim] == [1, 2]  # then it left
+    assert {row[0] for row in _losses(engine, victim)} == {1}
+    assert get_run(engine, victim).epochs_done == 1
+    assert _losses(engine, survivor) == _losses(engine, reference)
