@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from service import loss_rows as losses
 from service import metric_rows as metrics
-from service.checkpoints import BestCheckpoint, store_checkpoint
+from service.checkpoints import BestCheckpoint, NewCheckpoint, store_checkpoints
 from service.loss_rows import SplitLosses, finite_or_none
 from service.metric_rows import finite_metrics
 from service.row_batches import write_batch
@@ -102,10 +102,11 @@ def write_epochs(
             best = BestCheckpoint.THIS if improved else BestCheckpoint.KEEP
             if not improved and now.best_epoch is None:
                 best = BestCheckpoint.NONE  # one an earlier attempt left must not stand for this
-            checkpoints.append((write, best))
+            checkpoints.append(
+                NewCheckpoint(write.run_id, write.attempt, write.epoch, write.checkpoint, best)
+            )
     _update_summaries(session, summaries)
     keys = [(w.run_id, w.attempt, w.epoch, w.splits) for w in writes]
     write_batch(session, losses.TABLE, [row for key in keys for row in losses.loss_rows(*key)])
     write_batch(session, metrics.TABLE, [row for key in keys for row in metrics.metric_rows(*key)])
-    for write, best in checkpoints:
-        store_checkpoint(session, write.run_id, write.attempt, write.epoch, write.checkpoint, best)
+    store_checkpoints(session, checkpoints)

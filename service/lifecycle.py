@@ -18,7 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, literal, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from models.spec import trains_stacked
@@ -285,7 +296,7 @@ def _lock_held(session: Session, leases: Sequence[tuple[int, int]]) -> dict[int,
     SQLite the writer's lock on the whole database does it)."""
     attempts = dict(leases)
     rows = session.execute(
-        select(*CURRENT)
+        select(*CURRENT, Run.study_id)
         .where(Run.run_id.in_(sorted(attempts)), Run.status == RunStatus.RUNNING)
         .order_by(Run.run_id)
         .with_for_update()
@@ -364,6 +375,9 @@ def _after_ends(session: Session, ended: Sequence[Any]) -> list[Dispatch]:
     return added
 
 
+_ENDING = ("status", "finished_at", "error", "traceback")  # what an Ending's UPDATE sets
+
+
 @dataclass(frozen=True)
 class Ending:
     """How one member's attempt ends: its terminal status, with its error and traceback."""
@@ -375,16 +389,34 @@ class Ending:
     traceback: str | None = None
 
 
-def _end_members(session: Session, endings: Sequence[Ending]) -> tuple[set[int], list[Dispatch]]:
-    """`_end` for each of a group's endings, their run values and studies settled once: the
-    runs ended, and the trials added."""
-    ended = []
-    for ending in endings:
-        values = {"error": ending.error, "traceback": ending.traceback}
-        row = _end_row(session, _held(ending.run_id, ending.attempt), ending.status, values)
-        if row is not None:
-            ended.append(row)
-    return {row.run_id for row in ended}, _after_ends(session, ended) if ended else []
+def _end_members(
+    session: Session, endings: Sequence[Ending], held: Mapping[int, Any]
+) -> list[Dispatch]:
+    """`_end` for each of a group's endings whose attempt `held` (locked) its run, in one
+    statement, their run values and studies settled once: the trials added."""
+    if not endings:
+        return []
+    columns = Run.__table__.c
+    bound = {name: bindparam(f"e_{name}", type_=columns[name].type) for name in _ENDING}
+    statement = (
+        _update()
+        .where(
+            Run.run_id == bindparam("e_run_id"),
+            Run.attempt == bindparam("e_attempt"),
+            Run.status == RunStatus.RUNNING,
+        )
+        .values(lease_owner=None, lease_expires_at=None, **bound)
+    )
+    now = utcnow()
+    session.connection().execute(
+        statement,
+        [
+            {"e_run_id": e.run_id, "e_attempt": e.attempt, "e_status": e.status,
+             "e_finished_at": now, "e_error": e.error, "e_traceback": e.traceback}
+            for e in endings
+        ],
+    )  # fmt: skip
+    return _after_ends(session, [held[ending.run_id] for ending in endings])
 
 
 def record_group_epoch(
@@ -402,7 +434,8 @@ def record_group_epoch(
     with session_scope(engine) as session:
         held = _lock_held(session, sorted(leases))
         write_epochs(session, [write for write in epochs if write.run_id in held], held)
-        _, added = _end_members(session, [ending for ending in endings if ending.run_id in held])
+        ending = [ending for ending in endings if ending.run_id in held]
+        added = _end_members(session, ending, held)
     publish_trials(added)
     return set(held)
 

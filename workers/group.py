@@ -36,6 +36,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from service.checkpoints import load_checkpoints
 from service.config import Settings
 from service.epoch_writes import EpochWrite
 from service.lifecycle import (
@@ -65,7 +66,7 @@ from workers.outcomes import (
     one_line,
     release,
 )
-from workers.preparation import auto_device, load_user_rows, resume_point, validate
+from workers.preparation import adopt, auto_device, load_user_rows, validate
 from workers.runner import Phases
 
 log = logging.getLogger(__name__)
@@ -200,9 +201,12 @@ class _Group:
         from models.fusion import Member
 
         members = []
+        stored = load_checkpoints(self.engine, [seat.run_id for seat in seats])
         for seat in seats:
             try:
-                resume = resume_point(self.engine, seat.run_id, seat.attempt, seat.spec)
+                resume = adopt(
+                    self.engine, seat.run_id, seat.attempt, seat.spec, stored.get(seat.run_id)
+                )
             except LeaseLost:
                 self._record(seat, lost(self.engine, seat.run_id, seat.attempt))
                 continue

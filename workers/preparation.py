@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from service.checkpoints import adopt_checkpoint, load_checkpoint
+from service.checkpoints import StoredCheckpoint, adopt_checkpoint, load_checkpoint
 from service.lifecycle import LeaseLost
 from service.store import load_dataset
 
@@ -55,9 +55,16 @@ def load_user_rows(engine: Engine, spec: Any) -> tuple[list[dict] | None, list[d
 def resume_point(engine: Engine, run_id: int, attempt: int, spec: Any) -> Any:
     """The checkpoint an earlier attempt left (a models.checkpoint.TrainingState), adopted by
     this one; None to start at epoch 1. LeaseLost when the attempt no longer holds the run."""
+    return adopt(engine, run_id, attempt, spec, load_checkpoint(engine, run_id))
+
+
+def adopt(
+    engine: Engine, run_id: int, attempt: int, spec: Any, stored: StoredCheckpoint | None
+) -> Any:
+    """resume_point from the run's latest checkpoint as read (`stored`, None: it has none):
+    a fused group reads its members' in one query (load_checkpoints)."""
     from models.checkpoint import TrainingState
 
-    stored = load_checkpoint(engine, run_id)
     if stored is None or stored.attempt >= attempt or stored.epoch >= spec.epochs:
         return None
     if not adopt_checkpoint(engine, run_id, attempt, stored):
