@@ -279,6 +279,8 @@ class _Group:
             if seat.outcome is None:
                 seat.failure = failure
                 seat.heartbeat.halt(failure)
+            elif seat not in ending:  # left at this epoch, its end waiting for the pruner's word
+                seat.outcome = (None, failure, None)
         for seat in ending:
             status, error, trace = seat.outcome
             last = seat.epoch

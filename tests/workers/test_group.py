@@ -154,3 +154,34 @@ def test_a_member_fenced_out_of_the_groups_write_writes_nothing_and_leaves(
     assert {row[0] for row in _losses(engine, victim)} == {1}
     assert get_run(engine, victim).epochs_done == 1
     assert _losses(engine, survivor) == _losses(engine, reference)
+
+
+def test_a_database_error_in_the_groups_write_gives_every_lease_back(
+    engine, settings: Settings, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """The database, not the runs, is at fault: every member stops, writes nothing more and
+    gives its lease back, for another attempt to resume from its checkpoint."""
+    from sqlalchemy.exc import OperationalError
+
+    from service.lifecycle import reap_expired_leases
+
+    record, calls = group_module.record_group_epoch, []
+
+    def blip(engine, epochs, endings):  # noqa: ANN001, ANN202
+        calls.append(sorted((write.run_id, write.epoch) for write in epochs))
+        if len(calls) == 2:
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+        return record(engine, epochs, endings)
+
+    monkeypatch.setattr(group_module, "record_group_epoch", blip)
+    runs = [_queue(engine, lr=0.1, seed=1), _queue(engine, lr=0.2, seed=2)]
+
+    ended = execute_group(engine, runs[0], settings, "host:1:t", "w", size=2)
+
+    assert ended == dict.fromkeys(runs)
+    assert calls[:2] == [[(runs[0], 1), (runs[1], 1)], [(runs[0], 2), (runs[1], 2)]]
+    for run_id in runs:
+        run = get_run(engine, run_id)
+        assert (run.status, run.epochs_done) == ("running", 1)
+        assert run.error.startswith("database error: OperationalError")
+    assert sorted(d.run_id for d in reap_expired_leases(engine)) == runs
