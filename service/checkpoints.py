@@ -94,8 +94,8 @@ def _replace(best: BestCheckpoint) -> Any:
 
 def store_checkpoints(session: Session, checkpoints: Sequence[NewCheckpoint]) -> None:
     """Replace each run's latest checkpoint, and its best as its `best` says, in a transaction
-    that has checked each attempt holds its run: one statement per kind of best for every run
-    that has a row, one for those that have none.
+    that has checked each attempt holds its run: one statement per kind of best for the runs
+    that have a row, one for those that have none.
 
     The state crosses the wire once an epoch, as before the best one was kept: a best epoch's
     best_state is NULL, meaning "the latest state", and the next epoch that is not the best
@@ -103,28 +103,38 @@ def store_checkpoints(session: Session, checkpoints: Sequence[NewCheckpoint]) ->
     Sending it twice would double the time the epoch's transaction holds the run's row lock,
     which the heartbeat and the reaper wait on.
     """
-    if not checkpoints:
-        return
-    ids = [checkpoint.run_id for checkpoint in checkpoints]
-    stored = set(session.scalars(select(Checkpoint.run_id).where(Checkpoint.run_id.in_(ids))))
-    new = []
-    for best in BestCheckpoint:
-        kind = [c for c in checkpoints if c.best is best and c.run_id in stored]
-        if kind:
-            rows = [
-                {"c_run_id": c.run_id, **{f"c_{k}": v for k, v in _values(c, best).items()}}
-                for c in kind
-            ]
-            session.connection().execute(_replace(best), rows)
-        # A best the run has no row for cannot be kept.
-        fresh = BestCheckpoint.NONE if best is BestCheckpoint.KEEP else best
-        new += [
-            {"run_id": c.run_id, **_values(c, fresh)}
-            for c in checkpoints
-            if c.best is best and c.run_id not in stored
-        ]
+    keep_none = {BestCheckpoint.KEEP: BestCheckpoint.NONE}  # a best with no row cannot be kept
+    new = [
+        {"run_id": c.run_id, **_values(c, keep_none.get(c.best, c.best))}
+        for c in _replace_stored(session, checkpoints)
+    ]
     if new:
         session.connection().execute(insert(Checkpoint), new)
+
+
+def _replace_stored(session: Session, checkpoints: Sequence[NewCheckpoint]) -> list[NewCheckpoint]:
+    """Replace the rows the runs have; the checkpoints of runs that have none. One run's row is
+    found by its UPDATE alone, as a solo run's epoch always did; several runs' by one read."""
+    if len(checkpoints) == 1:
+        return [] if _replace_rows(session, checkpoints) == 1 else list(checkpoints)
+    ids = [c.run_id for c in checkpoints]
+    stored = set(session.scalars(select(Checkpoint.run_id).where(Checkpoint.run_id.in_(ids))))
+    _replace_rows(session, [c for c in checkpoints if c.run_id in stored])
+    return [c for c in checkpoints if c.run_id not in stored]
+
+
+def _replace_rows(session: Session, checkpoints: Sequence[NewCheckpoint]) -> int:
+    """One executemany UPDATE per kind of best; the rows replaced."""
+    replaced = 0
+    for best in BestCheckpoint:
+        rows = [
+            {"c_run_id": c.run_id, **{f"c_{k}": v for k, v in _values(c, best).items()}}
+            for c in checkpoints
+            if c.best is best
+        ]
+        if rows:
+            replaced += session.connection().execute(_replace(best), rows).rowcount
+    return replaced
 
 
 def store_checkpoint(

@@ -440,9 +440,9 @@ def _written(engine, run_id: int) -> tuple:  # noqa: ANN001
     from service.checkpoints import load_checkpoint
 
     losses = [(r.epoch, r.split, r.timestep, r.value) for r in get_losses(engine, run_id)]
-    stored = load_checkpoint(engine, run_id)
+    stored = [load_checkpoint(engine, run_id, which) for which in ("last", "best")]
     summary = run_columns(engine, run_id, "status", "epochs_done", *BEST_SUMMARY)
-    return losses, summary, stored and (stored.epoch, stored.state)
+    return losses, summary, [c and (c.epoch, c.state) for c in stored]
 
 
 def test_a_group_epoch_fences_each_member_by_its_own_attempt(engine) -> None:  # noqa: ANN001
@@ -453,7 +453,7 @@ def test_a_group_epoch_fences_each_member_by_its_own_attempt(engine) -> None:  #
     from service.lifecycle import Ending, record_group_epoch
 
     first = {"train": Split(3.0, [1.0, 2.0]), "val": Split(4.0, [2.5, 1.5], 0.25)}
-    second = {"train": Split(2.0, [1.0, 1.0]), "val": Split(3.5, [2.0, 1.5], 0.5)}
+    second = {"train": Split(2.0, [1.0, 1.0]), "val": Split(4.5, [3.0, 1.5], 0.5)}  # not best
     alone, ended_alone, kept, ending, cancelled, reclaimed = (new_run(engine) for _ in range(6))
     attempt = {run.id: claim(engine, run.id) for run in (alone, ended_alone, kept, ending)}
     attempt |= {cancelled.id: claim(engine, cancelled.id)}
@@ -482,6 +482,7 @@ def test_a_group_epoch_fences_each_member_by_its_own_attempt(engine) -> None:  #
     assert _written(engine, kept.id) == _written(engine, alone.id)
     assert _written(engine, ending.id) == _written(engine, ended_alone.id)
     assert _written(engine, ending.id)[1][0] == "succeeded"
+    assert _written(engine, kept.id)[2] == [(2, b"epoch 2"), (1, b"epoch 1")]
     losses, summary, _ = _written(engine, cancelled.id)
     assert summary[:2] == ("cancelled", 1) and {row[0] for row in losses} == {1}
     reclaimed_row = get_run(engine, reclaimed.id)
