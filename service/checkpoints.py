@@ -10,6 +10,7 @@ losses and metrics of exactly the epochs the latest checkpoint covers, which inc
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -69,6 +70,7 @@ def _values(checkpoint: NewCheckpoint, best: BestCheckpoint) -> dict[str, Any]:
     return values
 
 
+@functools.cache
 def _replace(best: BestCheckpoint) -> Any:
     """The UPDATE of a run's row for checkpoints of kind `best`, its values bound by name."""
     names = ("attempt", "epoch", "state", "created_at")

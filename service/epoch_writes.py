@@ -6,6 +6,7 @@ service/lifecycle.py's: these helpers write what it let through.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -65,26 +66,31 @@ def _summary(write: EpochWrite, current: Row) -> tuple[dict[str, Any], bool]:
     return summary, improved
 
 
+@functools.cache
+def _summary_update(names: tuple[str, ...]) -> Any:
+    """The UPDATE of the summary columns `names`, each row guarded by its attempt (built once
+    per set of columns: an epoch's write is the hot path)."""
+    columns = Run.__table__.c
+    return (
+        update(Run)
+        .where(
+            Run.run_id == bindparam("w_run_id"),
+            Run.attempt == bindparam("w_attempt"),
+            Run.status == RunStatus.RUNNING,
+        )
+        .values({name: bindparam(f"w_{name}", type_=columns[name].type) for name in names})
+    )
+
+
 def _update_summaries(session: Session, summaries: list[tuple[EpochWrite, dict]]) -> None:
-    """One executemany UPDATE per set of columns, each row guarded by its attempt."""
+    """One executemany UPDATE per set of columns."""
     columns = lambda item: tuple(sorted(item[1]))  # noqa: E731
     for names, group in groupby(sorted(summaries, key=columns), key=columns):
-        statement = (
-            update(Run)
-            .where(
-                Run.run_id == bindparam("w_run_id"),
-                Run.attempt == bindparam("w_attempt"),
-                Run.status == RunStatus.RUNNING,
-            )
-            .values(
-                {name: bindparam(f"w_{name}", type_=Run.__table__.c[name].type) for name in names}
-            )
-        )
         params = [
             {"w_run_id": w.run_id, "w_attempt": w.attempt, **{f"w_{k}": v for k, v in s.items()}}
             for w, s in group
         ]
-        session.connection().execute(statement, params)
+        session.connection().execute(_summary_update(names), params)
 
 
 def write_epochs(

@@ -295,13 +295,17 @@ def _lock_held(session: Session, leases: Sequence[tuple[int, int]]) -> dict[int,
     transaction (rows in run id order, the order every multi-row lock of a group takes; on
     SQLite the writer's lock on the whole database does it)."""
     attempts = dict(leases)
-    rows = session.execute(
-        select(*CURRENT, Run.study_id)
-        .where(Run.run_id.in_(sorted(attempts)), Run.status == RunStatus.RUNNING)
-        .order_by(Run.run_id)
-        .with_for_update()
-    ).all()
+    rows = session.connection().execute(_LOCK_HELD, {"ids": sorted(attempts)}).all()
     return {row.run_id: row for row in rows if attempts[row.run_id] == row.attempt}
+
+
+# Built once: an epoch's write is the hot path.
+_LOCK_HELD = (
+    select(*CURRENT, Run.study_id)
+    .where(Run.run_id.in_(bindparam("ids", expanding=True)), Run.status == RunStatus.RUNNING)
+    .order_by(Run.run_id)
+    .with_for_update()
+)
 
 
 def _record_epoch(
