@@ -28,7 +28,7 @@ PARAM_NAMES = (
     "task", "model", "cell", "hidden", "layers", "activation", "dropout", "lr", "momentum",
     "weight_decay", "epochs", "batch_size", "loss", "seq_len", "samples", "seed", "device",
     "data", "val_data", "val_fraction", "grad_clip", "patience", "time_limit", "prune",
-    "prune_warmup",
+    "prune_warmup", "data_seed",
 )
 # A param that only some runs use, and the test of the spec that says a run uses it.
 _APPLIES_WHEN = {
@@ -38,19 +38,28 @@ _APPLIES_WHEN = {
     "samples": lambda spec: spec.get("data") is None,
     "val_fraction": lambda spec: spec.get("val_data") is None,
     "prune_warmup": lambda spec: spec.get("prune") is not None,
+    # the seed of the built-in data and of the validation split: none to draw, none to record
+    "data_seed": lambda spec: spec.get("data") is None or spec.get("val_data") is None,
 }
+# A param whose default is another's value: recorded as the value the run trained with.
+_DEFAULTS_TO = {"data_seed": "seed"}
 
 
 def applied_params(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The hyperparameters of a spec (as stored) that apply to its run, by option name.
 
     Left out: those the run does not use (cell of an MLP, seq_len and samples of a run on
-    --data, val_fraction beside --val-data) and optional knobs left unset (patience, data).
+    --data, val_fraction beside --val-data, data_seed beside both) and optional knobs left
+    unset (patience, data). data_seed left unset is recorded as the seed that stands for it.
     """
+    values = {name: spec.get(name) for name in PARAM_NAMES}
+    for name, default in _DEFAULTS_TO.items():
+        if values[name] is None:
+            values[name] = spec.get(default)
     return {
-        name: spec[name]
-        for name in PARAM_NAMES
-        if spec.get(name) is not None and _APPLIES_WHEN.get(name, bool)(spec)
+        name: value
+        for name, value in values.items()
+        if value is not None and _APPLIES_WHEN.get(name, bool)(spec)
     }
 
 

@@ -10,10 +10,12 @@ losses and metrics of exactly the epochs the latest checkpoint covers, which inc
 from __future__ import annotations
 
 import enum
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Engine, and_, case, func, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from service.db import session_scope
@@ -41,6 +43,102 @@ class BestCheckpoint(enum.Enum):
     NONE = "none"  # the run has no best epoch (no finite val L yet): drop any stored
 
 
+@dataclass(frozen=True)
+class NewCheckpoint:
+    """The state after one epoch of one attempt, and what it does to the run's best."""
+
+    run_id: int
+    attempt: int
+    epoch: int
+    state: bytes
+    best: BestCheckpoint = BestCheckpoint.KEEP
+
+
+def _values(checkpoint: NewCheckpoint, best: BestCheckpoint) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "attempt": checkpoint.attempt,
+        "epoch": checkpoint.epoch,
+        "state": checkpoint.state,
+        "created_at": utcnow(),
+    }
+    if best is BestCheckpoint.THIS:
+        values |= {"best_attempt": checkpoint.attempt, "best_epoch": checkpoint.epoch}
+    if best is not BestCheckpoint.KEEP:
+        values |= {"best_state": None}
+    if best is BestCheckpoint.NONE:
+        values |= {"best_attempt": None, "best_epoch": None}
+    return values
+
+
+@functools.cache
+def _replace(best: BestCheckpoint) -> Any:
+    """The UPDATE of a run's row for checkpoints of kind `best`, its values bound by name."""
+    names = ("attempt", "epoch", "state", "created_at")
+    names += {
+        BestCheckpoint.THIS: ("best_attempt", "best_epoch", "best_state"),
+        BestCheckpoint.NONE: ("best_attempt", "best_epoch", "best_state"),
+        BestCheckpoint.KEEP: (),
+    }[best]
+    columns = Checkpoint.__table__.c
+    values: dict[str, Any] = {
+        name: bindparam(f"c_{name}", type_=columns[name].type) for name in names
+    }
+    if best is BestCheckpoint.KEEP:
+        latest_is_best = and_(Checkpoint.best_epoch.is_not(None), Checkpoint.best_state.is_(None))
+        values["best_state"] = case((latest_is_best, Checkpoint.state), else_=Checkpoint.best_state)
+    return (
+        update(Checkpoint)
+        .where(Checkpoint.run_id == bindparam("c_run_id"))
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def store_checkpoints(session: Session, checkpoints: Sequence[NewCheckpoint]) -> None:
+    """Replace each run's latest checkpoint, and its best as its `best` says, in a transaction
+    that has checked each attempt holds its run: one statement per kind of best for the runs
+    that have a row, one for those that have none.
+
+    The state crosses the wire once an epoch, as before the best one was kept: a best epoch's
+    best_state is NULL, meaning "the latest state", and the next epoch that is not the best
+    moves that state to best_state inside the database (an UPDATE reads the row as it was).
+    Sending it twice would double the time the epoch's transaction holds the run's row lock,
+    which the heartbeat and the reaper wait on.
+    """
+    keep_none = {BestCheckpoint.KEEP: BestCheckpoint.NONE}  # a best with no row cannot be kept
+    new = [
+        {"run_id": c.run_id, **_values(c, keep_none.get(c.best, c.best))}
+        for c in _replace_stored(session, checkpoints)
+    ]
+    if new:
+        session.connection().execute(insert(Checkpoint), new)
+
+
+def _replace_stored(session: Session, checkpoints: Sequence[NewCheckpoint]) -> list[NewCheckpoint]:
+    """Replace the rows the runs have; the checkpoints of runs that have none. One run's row is
+    found by its UPDATE alone, as a solo run's epoch always did; several runs' by one read."""
+    if len(checkpoints) == 1:
+        return [] if _replace_rows(session, checkpoints) == 1 else list(checkpoints)
+    ids = [c.run_id for c in checkpoints]
+    stored = set(session.scalars(select(Checkpoint.run_id).where(Checkpoint.run_id.in_(ids))))
+    _replace_rows(session, [c for c in checkpoints if c.run_id in stored])
+    return [c for c in checkpoints if c.run_id not in stored]
+
+
+def _replace_rows(session: Session, checkpoints: Sequence[NewCheckpoint]) -> int:
+    """One executemany UPDATE per kind of best; the rows replaced."""
+    replaced = 0
+    for best in BestCheckpoint:
+        rows = [
+            {"c_run_id": c.run_id, **{f"c_{k}": v for k, v in _values(c, best).items()}}
+            for c in checkpoints
+            if c.best is best
+        ]
+        if rows:
+            replaced += session.connection().execute(_replace(best), rows).rowcount
+    return replaced
+
+
 def store_checkpoint(
     session: Session,
     run_id: int,
@@ -49,37 +147,8 @@ def store_checkpoint(
     state: bytes,
     best: BestCheckpoint = BestCheckpoint.KEEP,
 ) -> None:
-    """Replace the run's latest checkpoint, and its best as `best` says, in a transaction that
-    has checked `attempt` holds the run.
-
-    The state crosses the wire once an epoch, as before the best one was kept: a best epoch's
-    best_state is NULL, meaning "the latest state", and the next epoch that is not the best
-    moves that state to best_state inside the database (an UPDATE reads the row as it was).
-    Sending it twice would double the time the epoch's transaction holds the run's row lock,
-    which the heartbeat and the reaper wait on.
-    """
-    values: dict[str, Any] = {
-        "attempt": attempt,
-        "epoch": epoch,
-        "state": state,
-        "created_at": utcnow(),
-    }
-    if best is BestCheckpoint.THIS:
-        values |= {"best_attempt": attempt, "best_epoch": epoch, "best_state": None}
-    elif best is BestCheckpoint.NONE:
-        values |= {"best_attempt": None, "best_epoch": None, "best_state": None}
-    latest_is_best = and_(Checkpoint.best_epoch.is_not(None), Checkpoint.best_state.is_(None))
-    kept = {"best_state": case((latest_is_best, Checkpoint.state), else_=Checkpoint.best_state)}
-    replaced = session.execute(
-        update(Checkpoint)
-        .where(Checkpoint.run_id == run_id)
-        .values(**(kept if best is BestCheckpoint.KEEP else {}), **values)
-        .execution_options(synchronize_session=False)
-    )
-    if replaced.rowcount == 0:
-        if best is BestCheckpoint.KEEP:  # a best this run has no row for cannot be kept
-            values |= {"best_attempt": None, "best_epoch": None, "best_state": None}
-        session.execute(insert(Checkpoint).values(run_id=run_id, **values))
+    """store_checkpoints for one run."""
+    store_checkpoints(session, [NewCheckpoint(run_id, attempt, epoch, state, best)])
 
 
 def load_checkpoint(
@@ -103,6 +172,16 @@ def load_checkpoint(
     if row is None or row[1] is None:
         return None
     return StoredCheckpoint(run_id, *row)
+
+
+def load_checkpoints(engine: Engine, run_ids: Sequence[int]) -> dict[int, StoredCheckpoint]:
+    """load_checkpoint (the latest) of each of `run_ids` that has one, in one read."""
+    if not run_ids:
+        return {}
+    columns = (Checkpoint.run_id, Checkpoint.attempt, Checkpoint.epoch, Checkpoint.state)
+    with session_scope(engine, read_only=True) as session:
+        rows = session.execute(select(*columns).where(Checkpoint.run_id.in_(run_ids))).all()
+    return {row.run_id: StoredCheckpoint(*row) for row in rows}
 
 
 def adopt_checkpoint(

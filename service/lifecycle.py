@@ -13,19 +13,29 @@ still agree on when a lease expires (SQLite is one machine: its clock is the pro
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, literal, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from models.spec import trains_stacked
-from service.checkpoints import BestCheckpoint, store_checkpoint
 from service.db import session_scope
-from service.loss_rows import SplitLosses, finite_or_none, insert_losses
-from service.metric_rows import finite_metrics, insert_metrics
+from service.epoch_writes import CURRENT, EpochWrite, write_epochs
+from service.loss_rows import SplitLosses
 from service.publishing import publish_trials
 from service.records import Dispatch, utcnow
 from service.run_values import settle_run_values
@@ -256,6 +266,48 @@ def renew_lease(engine: Engine, run_id: int, attempt: int, lease_seconds: float)
             raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
 
 
+def renew_leases(
+    engine: Engine, leases: Sequence[tuple[int, int]], lease_seconds: float
+) -> set[int]:
+    """renew_lease for a fused group's members, (run, attempt) pairs, in one transaction: the
+    runs whose attempt still holds them, their leases pushed forward (the others lost theirs).
+    Rows are locked in run id order, as the group's epoch writes lock them, and on PostgreSQL
+    wait at most RENEWAL_LOCK_TIMEOUT, as renew_lease's."""
+    if not leases:
+        return set()
+    with session_scope(engine) as session:
+        clock = _clock(session)
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text(f"SET LOCAL lock_timeout = {RENEWAL_LOCK_TIMEOUT_MS}"))
+        held = sorted(_lock_held(session, leases))
+        if held:
+            session.execute(
+                _update()
+                .where(Run.run_id.in_(held), Run.status == RunStatus.RUNNING)
+                .values(lease_expires_at=clock + timedelta(seconds=lease_seconds))
+            )
+    return set(held)
+
+
+def _lock_held(session: Session, leases: Sequence[tuple[int, int]]) -> dict[int, Any]:
+    """The fence of a batch of writes: of the (run, attempt) pairs, those whose attempt holds
+    its run, each run's row read as service.epoch_writes.CURRENT and locked for the rest of the
+    transaction (rows in run id order, the order every multi-row lock of a group takes; on
+    SQLite the writer's lock on the whole database does it)."""
+    attempts = dict(leases)
+    rows = session.connection().execute(_LOCK_HELD, {"ids": sorted(attempts)}).all()
+    return {row.run_id: row for row in rows if attempts[row.run_id] == row.attempt}
+
+
+# Built once: an epoch's write is the hot path.
+_LOCK_HELD = (
+    select(*CURRENT, Run.study_id)
+    .where(Run.run_id.in_(bindparam("ids", expanding=True)), Run.status == RunStatus.RUNNING)
+    .order_by(Run.run_id)
+    .with_for_update()
+)
+
+
 def _record_epoch(
     session: Session,
     run_id: int,
@@ -264,41 +316,10 @@ def _record_epoch(
     splits: Mapping[str, SplitLosses],
     checkpoint: bytes | None = None,
 ) -> None:
-    current = session.execute(
-        select(Run.best_train_loss, Run.best_val_loss, Run.best_epoch).where(_held(run_id, attempt))
-    ).first()
-    if current is None:
+    held = _lock_held(session, [(run_id, attempt)])
+    if not held:
         raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
-    summary: dict[str, Any] = {"epochs_done": epoch}
-    if splits:
-        summary["timesteps"] = max(len(losses.per_timestep) for losses in splits.values())
-    improved = False  # this epoch's val L is the lowest so far: the run's new best epoch
-    for split, best in (("train", current.best_train_loss), ("val", current.best_val_loss)):
-        if split not in splits:
-            continue
-        total = finite_or_none(splits[split].total)
-        summary[f"final_{split}_loss"] = total
-        if total is not None and (best is None or total < best):
-            summary[f"best_{split}_loss"] = total
-            improved = improved or split == "val"
-    if "val" in splits:
-        val = splits["val"]
-        summary["final_metric"] = finite_or_none(val.metric)
-        summary["final_metrics"] = finite_metrics(val.metrics)
-        if improved:
-            summary["best_epoch"] = epoch
-            summary["best_metric"] = finite_or_none(val.metric)
-            summary["best_metrics"] = finite_metrics(val.metrics)
-    result = session.execute(_update().where(_held(run_id, attempt)).values(**summary))
-    if result.rowcount != 1:  # reaped or cancelled since the read above
-        raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
-    insert_losses(session, run_id, attempt, epoch, splits)
-    insert_metrics(session, run_id, attempt, epoch, splits)
-    if checkpoint is not None:
-        best = BestCheckpoint.THIS if improved else BestCheckpoint.KEEP
-        if not improved and current.best_epoch is None:
-            best = BestCheckpoint.NONE  # one an earlier attempt left must not stand for this one
-        store_checkpoint(session, run_id, attempt, epoch, checkpoint, best)
+    write_epochs(session, [EpochWrite(run_id, attempt, epoch, splits, checkpoint)], held)
 
 
 def record_epoch(
@@ -325,11 +346,16 @@ def _end(
     study's lock (the trials added, to publish after the commit). None when the guard did not
     hold: nothing was written.
 
-    Every way a run ends goes through here (its worker finishing or pruning it, a cancel,
-    the reaper giving up), so a study never misses the end of one of its trials. Lock order:
-    the run's row, then its study's.
+    Every way a run ends goes through here or, for a fused group's members, `_end_members`
+    (its worker finishing or pruning it, a cancel, the reaper giving up), so a study never
+    misses the end of one of its trials. Lock order: the run's row, then its study's.
     """
-    ended = session.execute(
+    ended = _end_row(session, guard, status, values)
+    return None if ended is None else _after_ends(session, [ended])
+
+
+def _end_row(session: Session, guard: Any, status: RunStatus, values: Mapping[str, Any]) -> Any:
+    return session.execute(
         _update()
         .where(guard)
         .values(
@@ -341,10 +367,81 @@ def _end(
         )
         .returning(Run.run_id, Run.study_id)
     ).first()
-    if ended is None:
-        return None
-    settle_run_values(session, [ended.run_id])
-    return [] if ended.study_id is None else top_up(session, ended.study_id)
+
+
+def _after_ends(session: Session, ended: Sequence[Any]) -> list[Dispatch]:
+    """The ended runs' sort values settled at once, then each of their studies topped up, in
+    study id order; the trials added."""
+    settle_run_values(session, [row.run_id for row in ended])
+    added: list[Dispatch] = []
+    for study_id in sorted({row.study_id for row in ended if row.study_id is not None}):
+        added += top_up(session, study_id)
+    return added
+
+
+_ENDING = ("status", "finished_at", "error", "traceback")  # what an Ending's UPDATE sets
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How one member's attempt ends: its terminal status, with its error and traceback."""
+
+    run_id: int
+    attempt: int
+    status: RunStatus
+    error: str | None = None
+    traceback: str | None = None
+
+
+def _end_members(
+    session: Session, endings: Sequence[Ending], held: Mapping[int, Any]
+) -> list[Dispatch]:
+    """`_end` for each of a group's endings whose attempt `held` (locked) its run, in one
+    statement, their run values and studies settled once: the trials added."""
+    if not endings:
+        return []
+    columns = Run.__table__.c
+    bound = {name: bindparam(f"e_{name}", type_=columns[name].type) for name in _ENDING}
+    statement = (
+        _update()
+        .where(
+            Run.run_id == bindparam("e_run_id"),
+            Run.attempt == bindparam("e_attempt"),
+            Run.status == RunStatus.RUNNING,
+        )
+        .values(lease_owner=None, lease_expires_at=None, **bound)
+    )
+    now = utcnow()
+    session.connection().execute(
+        statement,
+        [
+            {"e_run_id": e.run_id, "e_attempt": e.attempt, "e_status": e.status,
+             "e_finished_at": now, "e_error": e.error, "e_traceback": e.traceback}
+            for e in endings
+        ],
+    )  # fmt: skip
+    return _after_ends(session, [held[ending.run_id] for ending in endings])
+
+
+def record_group_epoch(
+    engine: Engine, epochs: Sequence[EpochWrite], endings: Sequence[Ending] = ()
+) -> set[int]:
+    """A fused group's epoch in one transaction: every member's epoch as `record_epoch` writes
+    it alone, and the outcome of every member that left, each with its last epoch when that is
+    among `epochs` (as `finish_run` commits them together). Each member is fenced by its own
+    attempt: one whose attempt no longer holds its run writes nothing, and the others' writes
+    land. The runs whose writes landed."""
+    leases = {(write.run_id, write.attempt) for write in epochs}
+    leases |= {(ending.run_id, ending.attempt) for ending in endings}
+    if not leases:
+        return set()
+    with session_scope(engine) as session:
+        held = _lock_held(session, sorted(leases))
+        write_epochs(session, [write for write in epochs if write.run_id in held], held)
+        ending = [ending for ending in endings if ending.run_id in held]
+        added = _end_members(session, ending, held)
+    publish_trials(added)
+    return set(held)
 
 
 def finish_run(

@@ -16,7 +16,7 @@ from service.row_batches import BatchTable, write_batch
 from service.schema import Loss
 
 COLUMNS = ("run_id", "attempt", "epoch", "split", "timestep", "value", "value_kind")
-_TABLE = BatchTable(Loss.__table__.name, COLUMNS)
+TABLE = BatchTable(Loss.__table__.name, COLUMNS)
 
 LossRow = tuple[int, int, int, str, int | None, float | None, str]
 
@@ -64,4 +64,4 @@ def insert_losses(
     session: Session, run_id: int, attempt: int, epoch: int, splits: Mapping[str, SplitLosses]
 ) -> None:
     """Insert the epoch's rows in one batch; the caller's transaction commits them."""
-    write_batch(session, _TABLE, loss_rows(run_id, attempt, epoch, splits))
+    write_batch(session, TABLE, loss_rows(run_id, attempt, epoch, splits))

@@ -18,7 +18,7 @@ from service.row_batches import BatchTable, write_batch
 from service.schema import Metric
 
 COLUMNS = ("run_id", "attempt", "epoch", "split", "name", "timestep", "value")
-_TABLE = BatchTable(Metric.__table__.name, COLUMNS)
+TABLE = BatchTable(Metric.__table__.name, COLUMNS)
 
 MetricRow = tuple[int, int, int, str, str, int | None, float]
 
@@ -49,4 +49,4 @@ def insert_metrics(
     session: Session, run_id: int, attempt: int, epoch: int, splits: Mapping[str, SplitLosses]
 ) -> None:
     """Insert the epoch's metric rows in one batch; the caller's transaction commits them."""
-    write_batch(session, _TABLE, metric_rows(run_id, attempt, epoch, splits))
+    write_batch(session, TABLE, metric_rows(run_id, attempt, epoch, splits))

@@ -27,6 +27,8 @@ from celery import Celery
 from kombu import Queue
 
 from service.config import load_settings
+from workers.brokers import is_redis
+from workers.flow import Flow
 
 QUEUES = ("cpu", "gpu", "auto")
 TRAIN_TASK = "expq.train_run"
@@ -40,10 +42,6 @@ def broker_ssl(url: str) -> dict | None:
     if parts.scheme != "rediss" or any(key.startswith("ssl_") for key in parse_qs(parts.query)):
         return None
     return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-
-
-def is_redis(url: str) -> bool:
-    return urlsplit(url).scheme in ("redis", "rediss")
 
 
 def make_app(broker_url: str | None = None) -> Celery:
@@ -112,8 +110,6 @@ def make_app(broker_url: str | None = None) -> Celery:
         worker_send_task_events=False,
     )
     app.conf.include = ["workers.tasks", "workers.reaper", "workers.control"]
-    from workers.flow import Flow
-
     app.steps["consumer"].add(Flow)
     return app
 

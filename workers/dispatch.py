@@ -11,7 +11,8 @@ from kombu import Producer
 
 from service.config import mask_secrets, mask_url
 from service.errors import BrokerUnavailable
-from workers.app import TRAIN_TASK, is_redis
+from workers.app import TRAIN_TASK
+from workers.brokers import is_redis
 
 QUEUE_BY_DEVICE = {"cuda": "gpu", "cpu": "cpu", "auto": "auto"}
 MAX_PRIORITY = 9

@@ -16,7 +16,7 @@ from __future__ import annotations
 from celery import bootsteps
 from celery.worker import state as worker_state
 
-from workers.app import is_redis
+from workers.brokers import is_redis
 
 ADJUST_SECONDS = 0.5
 

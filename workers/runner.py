@@ -1,22 +1,11 @@
-"""One run from claim to terminal state: the logic behind the thin Celery task.
-
-Failures fall in two kinds. A deterministic one (an invalid spec, bad data, a non-finite loss,
-CUDA out of memory, a device-side assert, any other exception from training) ends the run at
-once: another attempt would fail the same way. An infrastructure one (the database
-unreachable, the process killed or hung, a device or driver fault) ends only this attempt:
-the lease expires, the reaper queues the run again, and after `max_attempts` claims it fails
-with the last reason. So one sick machine cannot drain a queue into `failed`, and one run that
-breaks every device it touches takes at most `max_attempts` workers off their device.
-"""
+"""One run from claim to terminal state: the logic behind the thin Celery task. How each
+kind of failure ends the attempt or the run: workers/outcomes.py."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
-import sys
-import threading
 import time
 import traceback
 import uuid
@@ -24,58 +13,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 
-from service.checkpoints import adopt_checkpoint, load_checkpoint
 from service.config import Settings
-from service.lifecycle import (
-    LeaseLost,
-    claim_for_training,
-    finish_run,
-    finished_as,
-    is_cancelled,
-    record_epoch,
-    release_lease,
-)
+from service.lifecycle import LeaseLost, claim_for_training, record_epoch
 from service.pruning import prune_reason
 from service.schema import RunStatus
-from service.store import load_dataset
 from workers.data_cache import cached_data
 from workers.lease import Heartbeat
+from workers.outcomes import (
+    FIT_STATUS,
+    INFRASTRUCTURE_ERRORS,
+    DeviceFault,
+    Pruned,
+    device_fault,
+    exit_hung,
+    finish_attempt,
+    give_up,
+    is_device_fault,
+    lost,
+    one_line,
+    release,
+)
+from workers.preparation import auto_device, load_user_rows, resume_point, validate
 
 log = logging.getLogger(__name__)
-
-# The database went away, or ended this session's transaction (InternalError: PostgreSQL's
-# idle-in-transaction timeout after a freeze, a failover to a read-only standby): nothing
-# about the run itself is wrong.
-INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError, InternalError)
-
-# A CUDA runtime, driver or library error that says the device or its driver is broken. Out of
-# memory (the run's own size) and a device-side assert (an index the run's data puts out of
-# range) are the run's, and fail it.
-_DEVICE_FAULTS = (
-    "CUDA error",
-    "CUDA driver",
-    "CUBLAS_STATUS_EXECUTION_FAILED",
-    "CUBLAS_STATUS_INTERNAL_ERROR",
-    "CUBLAS_STATUS_NOT_INITIALIZED",
-    "CUDNN_STATUS_EXECUTION_FAILED",
-    "CUDNN_STATUS_INTERNAL_ERROR",
-    "CUDNN_STATUS_MAPPING_ERROR",
-    "no CUDA-capable device",
-)
-_RUN_FAULTS = ("out of memory", "device-side assert")
-# A training process that ends itself after its watchdog saw no progress (workers/tasks.py
-# reads the code back).
-EXIT_HUNG = 75
-HUNG_RELEASE_SECONDS = 2.0
-
-# fit's outcome → the run's terminal status.
-_FIT_STATUS = {
-    "completed": RunStatus.SUCCEEDED,
-    "early_stopped": RunStatus.SUCCEEDED,
-    "diverged": RunStatus.DIVERGED,
-}
 
 
 def lease_owner(hostname: str, pid: int, task_id: str | None = None) -> str:
@@ -110,95 +71,13 @@ class Phases:
         )
 
 
-class DeviceFault(Exception):
-    """Training hit a fault of the device it ran on; the attempt was ended, not the run.
-    `auto_device` is where this worker trains a run that asked for auto."""
-
-    def __init__(self, device: str, auto_device: str, reason: str) -> None:
-        super().__init__(reason)
-        self.device = device
-        self.auto_device = auto_device
-
-
-def is_device_fault(exc: BaseException) -> bool:
-    """Whether an exception from training says the device or its driver is broken."""
-    text = str(exc)
-    if type(exc).__name__ == "OutOfMemoryError" or any(m in text for m in _RUN_FAULTS):
-        return False
-    return type(exc).__name__ == "AcceleratorError" or any(m in text for m in _DEVICE_FAULTS)
-
-
-def _exit_hung(reason: str) -> None:
-    """A hung training thread cannot be stopped from inside: end the process, so that its
-    worker releases the claim and the pool starts a fresh one."""
-    sys.stderr.flush()
-    os._exit(EXIT_HUNG)
-
-
-def _give_up(
-    engine: Engine, run_id: int, owner: str, reason: str, on_hung: Callable[[str], None]
-) -> None:
-    """Release a hung run's lease, so that the reaper queues it again without waiting for the
-    process's death to be noticed, then call `on_hung`. A release that hangs too is given
-    HUNG_RELEASE_SECONDS: the lease then runs out by itself."""
-    release = threading.Thread(
-        target=_release,
-        args=(engine, run_id, owner, f"{reason}; its process was ended"),
-        name=f"release-{run_id}",
-        daemon=True,
-    )
-    release.start()
-    release.join(HUNG_RELEASE_SECONDS)
-    on_hung(reason)
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
-def _load_user_rows(engine: Engine, spec) -> tuple[list[dict] | None, list[dict] | None]:  # noqa: ANN001
-    from models.jsonl import parse_jsonl
-
-    rows = []
-    for sha256, source in ((spec.data, "data"), (spec.val_data, "val_data")):
-        rows.append(
-            None if sha256 is None else parse_jsonl(load_dataset(engine, sha256), spec.task, source)
-        )
-    return rows[0], rows[1]
-
-
-@functools.cache
-def _auto_device() -> str:
-    """Where this worker trains a run that asked for auto."""
-    from models.training import resolve_device
-
-    return resolve_device("auto")
-
-
-def _validate(raw: object) -> tuple[object | None, str | None]:
-    """(spec, error): the worker checks the stored spec again before it trains."""
-    from models.spec import spec_from_dict
-    from models.training import resolve_device
-
-    try:
-        spec = spec_from_dict(raw)  # type: ignore[arg-type]
-    except Exception as exc:  # noqa: BLE001 - any malformed row fails its run, not the worker
-        return None, f"invalid spec: {exc}"
-    try:
-        resolve_device(spec.device)
-    except Exception as exc:  # noqa: BLE001 - DeviceError, or a broken CUDA install
-        return spec, str(exc)
-    return spec, None
-
-
 def execute_run(
     engine: Engine,
     run_id: int,
     settings: Settings,
     owner: str | None = None,
     worker: str | None = None,
-    on_hung: Callable[[str], None] = _exit_hung,
+    on_hung: Callable[[str], None] = exit_hung,
 ) -> str | None:
     """Claim, train and finish one run; the status it ended in, or None when it was not ours.
 
@@ -216,17 +95,19 @@ def execute_run(
         run_id,
         owner=owner,
         worker=worker or hostname,
-        auto_device=_auto_device(),
+        auto_device=auto_device(),
         lease_seconds=settings.lease_seconds,
     )
     if claimed is None:
         log.info("run %s: not queued; message dropped", run_id)
         return None
     attempt = claimed.attempt
-    spec, setup_error = _validate(claimed.spec)
+    spec, setup_error = validate(claimed.spec)
     phases.mark("claimed")
     if setup_error is not None:
-        return _finish(engine, run_id, attempt, RunStatus.FAILED, setup_error, None, settings)
+        return finish_attempt(
+            engine, run_id, attempt, RunStatus.FAILED, setup_error, None, settings
+        )
 
     heartbeat = Heartbeat(
         engine,
@@ -236,7 +117,7 @@ def execute_run(
         lease_seconds=settings.lease_seconds,
         time_limit=spec.time_limit,
         progress_timeout=settings.progress_timeout_seconds,
-        on_hung=lambda reason: _give_up(engine, run_id, owner, reason, on_hung),
+        on_hung=lambda reason: give_up(engine, run_id, owner, reason, on_hung),
     )
     heartbeat.start()
     try:
@@ -245,20 +126,22 @@ def execute_run(
             heartbeat.trained()
         except DeviceFault as fault:
             log.error("run %s attempt %s: %s; attempt ended", run_id, attempt, fault)
-            _release(engine, run_id, owner, str(fault))
+            heartbeat.finish()  # first: a renewal after the release would take the lease back
+            release(engine, run_id, owner, str(fault))
             raise
         if status is None:
-            return _lost(engine, run_id, attempt)
-        ended = _finish(engine, run_id, attempt, status, error, trace, settings, last)
+            return lost(engine, run_id, attempt)
+        ended = finish_attempt(engine, run_id, attempt, status, error, trace, settings, last)
     except INFRASTRUCTURE_ERRORS as exc:
         # This attempt cannot record anything; the next one will, once the database is back.
         log.warning(
             "run %s attempt %s: database error, attempt abandoned: %s",
             run_id,
             attempt,
-            _one_line(exc),
+            one_line(exc),
         )
-        _release(engine, run_id, owner, f"database error: {_one_line(exc)}")
+        heartbeat.finish()
+        release(engine, run_id, owner, f"database error: {one_line(exc)}")
         return None
     finally:
         heartbeat.finish()
@@ -301,8 +184,8 @@ def _train(
                 raise Pruned(reason)
 
     try:
-        data = cached_data(spec, lambda: build_data(spec, *_load_user_rows(engine, spec)))
-        resume = _resume_point(engine, run_id, attempt, spec)
+        data = cached_data(spec, lambda: build_data(spec, *load_user_rows(engine, spec)))
+        resume = resume_point(engine, run_id, attempt, spec)
         phases.mark("set_up")
         result = fit(
             spec,
@@ -322,85 +205,16 @@ def _train(
         raise
     except Exception as exc:  # noqa: BLE001 - any training error fails the run, not the worker
         if is_device_fault(exc):
-            device = spec.device if spec.device in ("cpu", "cuda") else _auto_device()
-            reason = f"device fault on {device}: {_one_line(exc)}"
-            raise DeviceFault(device, _auto_device(), reason) from exc
-        return RunStatus.FAILED, _one_line(exc), traceback.format_exc(), _first(last)
+            raise device_fault(spec.device, auto_device(), exc) from exc
+        return RunStatus.FAILED, one_line(exc), traceback.format_exc(), _first(last)
     if result.status == "stopped":
         if heartbeat.reason == "time limit":
             return RunStatus.FAILED, "time limit", None, None
         return None, None, None, None
-    status = _FIT_STATUS[result.status]
+    status = FIT_STATUS[result.status]
     error = result.reason if status != RunStatus.SUCCEEDED else None
     return status, error, None, _first(last)
 
 
-class Pruned(Exception):
-    """The pruner (median or ASHA, among its peers) stopped the run: it ends marked pruned."""
-
-
-def _resume_point(engine: Engine, run_id: int, attempt: int, spec):  # noqa: ANN001, ANN202
-    """The checkpoint an earlier attempt left, adopted by this one; None to start at epoch 1."""
-    from models.checkpoint import TrainingState
-
-    stored = load_checkpoint(engine, run_id)
-    if stored is None or stored.attempt >= attempt or stored.epoch >= spec.epochs:
-        return None
-    if not adopt_checkpoint(engine, run_id, attempt, stored):
-        raise LeaseLost(f"run {run_id} attempt {attempt} lost its lease")
-    log.info("run %s attempt %s: resuming after epoch %s", run_id, attempt, stored.epoch)
-    return TrainingState.from_bytes(stored.state)
-
-
 def _first(items: list) -> object | None:
     return items[0] if items else None
-
-
-def _finish(
-    engine: Engine,
-    run_id: int,
-    attempt: int,
-    status: RunStatus,
-    error: str | None,
-    trace: str | None,
-    settings: Settings,
-    last_epoch: tuple | None = None,
-) -> str | None:
-    """Record the outcome, retrying through a database blip for up to one lease: a finished
-    training is worth keeping. A retry after a commit whose reply was lost finds it done."""
-    deadline = time.monotonic() + settings.lease_seconds
-    delay, retried = 0.2, False
-    while True:
-        try:
-            finish_run(
-                engine, run_id, attempt, status, error=error, traceback=trace, last_epoch=last_epoch
-            )
-            return status
-        except LeaseLost:
-            if retried and finished_as(engine, run_id, attempt) == status:
-                return status
-            return _lost(engine, run_id, attempt)
-        except INFRASTRUCTURE_ERRORS:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning(
-                "run %s attempt %s: database error while finishing; retrying", run_id, attempt
-            )
-            time.sleep(delay)
-            delay, retried = min(delay * 2, 5.0), True
-
-
-def _release(engine: Engine, run_id: int, owner: str, reason: str) -> None:
-    try:
-        release_lease(engine, run_id, owner, reason)
-    except INFRASTRUCTURE_ERRORS:
-        pass  # still unreachable: the lease runs out by itself
-
-
-def _lost(engine: Engine, run_id: int, attempt: int) -> str | None:
-    """This attempt no longer holds the run: cancelled by the user, or reclaimed after a stall."""
-    if is_cancelled(engine, run_id):
-        log.info("run %s attempt %s: cancelled; stopped", run_id, attempt)
-        return RunStatus.CANCELLED
-    log.warning("run %s attempt %s: lease lost; stopped without further writes", run_id, attempt)
-    return None

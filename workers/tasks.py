@@ -26,7 +26,8 @@ from workers import flow
 from workers.app import TRAIN_TASK, app
 from workers.control import leave_device_queues
 from workers.group import execute_group
-from workers.runner import EXIT_HUNG, INFRASTRUCTURE_ERRORS, DeviceFault, execute_run, lease_owner
+from workers.outcomes import EXIT_HUNG, INFRASTRUCTURE_ERRORS, DeviceFault
+from workers.runner import execute_run, lease_owner
 
 log = logging.getLogger(__name__)
 

@@ -433,3 +433,58 @@ def test_a_new_claim_resets_the_best_epoch(engine) -> None:  # noqa: ANN001
     reap_expired_leases(engine, now=utcnow() + timedelta(seconds=5))
     claim(engine, run.id)
     assert _summary(engine, run.id) == (None, None, None, None, None, None)
+
+
+def _written(engine, run_id: int) -> tuple:  # noqa: ANN001
+    """What a run's epochs wrote: its losses, its summary and its latest checkpoint."""
+    from service.checkpoints import load_checkpoint
+
+    losses = [(r.epoch, r.split, r.timestep, r.value) for r in get_losses(engine, run_id)]
+    stored = [load_checkpoint(engine, run_id, which) for which in ("last", "best")]
+    summary = run_columns(engine, run_id, "status", "epochs_done", *BEST_SUMMARY)
+    return losses, summary, [c and (c.epoch, c.state) for c in stored]
+
+
+def test_a_group_epoch_fences_each_member_by_its_own_attempt(engine) -> None:  # noqa: ANN001
+    """One transaction writes every member's epoch and the outcome of those that left; a member
+    whose attempt lost its run (cancelled, or reclaimed by a new attempt) writes nothing, and
+    the others' rows land exactly as record_epoch and finish_run write them alone."""
+    from service.epoch_writes import EpochWrite
+    from service.lifecycle import Ending, record_group_epoch
+
+    first = {"train": Split(3.0, [1.0, 2.0]), "val": Split(4.0, [2.5, 1.5], 0.25)}
+    second = {"train": Split(2.0, [1.0, 1.0]), "val": Split(4.5, [3.0, 1.5], 0.5)}  # not best
+    alone, ended_alone, kept, ending, cancelled, reclaimed = (new_run(engine) for _ in range(6))
+    attempt = {run.id: claim(engine, run.id) for run in (alone, ended_alone, kept, ending)}
+    attempt |= {cancelled.id: claim(engine, cancelled.id)}
+    attempt |= {reclaimed.id: claim(engine, reclaimed.id, lease=1)}
+    for run in (alone, ended_alone):
+        record_epoch(engine, run.id, attempt[run.id], 1, first, b"epoch 1")
+    record_epoch(engine, alone.id, attempt[alone.id], 2, second, b"epoch 2")
+    last = (2, second, b"epoch 2")
+    finish_run(
+        engine, ended_alone.id, attempt[ended_alone.id], RunStatus.SUCCEEDED, last_epoch=last
+    )
+
+    members = (kept, ending, cancelled, reclaimed)
+    writes = [EpochWrite(run.id, attempt[run.id], 1, first, b"epoch 1") for run in members]
+    assert record_group_epoch(engine, writes) == {run.id for run in members}
+    cancel_run(engine, cancelled.id)
+    assert [d.run_id for d in reap_expired_leases(engine, utcnow() + timedelta(seconds=5))] == [
+        reclaimed.id
+    ]
+    assert claim(engine, reclaimed.id) == attempt[reclaimed.id] + 1
+
+    writes = [EpochWrite(run.id, attempt[run.id], 2, second, b"epoch 2") for run in members]
+    endings = [Ending(run.id, attempt[run.id], RunStatus.SUCCEEDED) for run in (ending, cancelled)]
+    assert record_group_epoch(engine, writes, endings) == {kept.id, ending.id}
+
+    assert _written(engine, kept.id) == _written(engine, alone.id)
+    assert _written(engine, ending.id) == _written(engine, ended_alone.id)
+    assert _written(engine, ending.id)[1][0] == "succeeded"
+    assert _written(engine, kept.id)[2] == [(2, b"epoch 2"), (1, b"epoch 1")]
+    losses, summary, _ = _written(engine, cancelled.id)
+    assert summary[:2] == ("cancelled", 1) and {row[0] for row in losses} == {1}
+    reclaimed_row = get_run(engine, reclaimed.id)
+    assert (reclaimed_row.status, reclaimed_row.epochs_done) == ("running", 0)
+    assert get_losses(engine, reclaimed.id) == []  # only the new attempt's rows count

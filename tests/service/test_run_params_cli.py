@@ -54,3 +54,32 @@ def test_runs_say_what_data_they_ran_on(tmp_path: Path, database_url: str, redis
     assert [(g["cell"], g["runs"]) for g in groups] == [("lstm", 1), (None, 1)]
     summary = run_cli(env, "runs", "summary", "--group-by", "cell", "--metric", "lr")
     assert "lr by cell (std: sample, n - 1)" in summary.stdout
+
+
+def test_runs_record_the_data_seed_they_drew_their_data_with(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    """data_seed is a param like the others: the seed when unset, absent when there is
+    nothing to draw (--data and --val-data both given)."""
+    env = expq_env(tmp_path, database_url, redis_url)
+    rows = "".join(json.dumps({"input": [i / 10], "target": i % 2}) + "\n" for i in range(6))
+    (tmp_path / "train.jsonl").write_text(rows)
+    (tmp_path / "val.jsonl").write_text(rows)
+    common = ("submit", "--task", "binary", "--model", "mlp", "--epochs", "1", "--json")
+    by_default = _json(env, *common, "--seed", "0")
+    given = _json(env, *common, "--seed", "1", "--data-seed", "0")
+    other = _json(env, *common, "--seed", "2")
+    files = ("--data", str(tmp_path / "train.jsonl"), "--val-data", str(tmp_path / "val.jsonl"))
+    on_files = _json(env, *common, "--seed", "0", *files)
+    assert [run["params"].get("data_seed") for run in (by_default, given, other, on_files)] == [
+        0, 0, 2, None,
+    ]  # fmt: skip
+
+    listed = _json(env, "runs", "list", "--where", "data_seed = 0", "--format", "json")
+    assert sorted(run["id"] for run in listed) == [by_default["id"], given["id"]]
+    groups = _json(
+        env, "runs", "summary", "--group-by", "data_seed", "--metric", "seed", "--format", "json"
+    )
+    assert sorted((g["data_seed"], g["runs"]) for g in groups if g["data_seed"] is not None) == [
+        (0, 2), (2, 1),
+    ]  # fmt: skip

@@ -48,7 +48,7 @@ def _losses(engine, run_id: int) -> list[tuple]:  # noqa: ANN001
 
 def _blowing_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """NaN injected into one member: its lr, past what a spec may ask, makes it diverge."""
-    validate = group_module._validate
+    validate = group_module.validate
 
     def validated(raw):  # noqa: ANN001, ANN202
         spec, error = validate(raw)
@@ -56,20 +56,21 @@ def _blowing_up(monkeypatch: pytest.MonkeyPatch) -> None:
             spec = dataclasses.replace(spec, lr=1e30, momentum=0.9, grad_clip=0.0)
         return spec, error
 
-    monkeypatch.setattr(group_module, "_validate", validated)
+    monkeypatch.setattr(group_module, "validate", validated)
 
 
 def _after_first_epoch(monkeypatch: pytest.MonkeyPatch, run_id: int, then: Callable) -> None:
     """Call `then()` once run `run_id` has written its first epoch: at a known point of the
     group's training, without a thread racing it."""
-    record_epoch = group_module.record_epoch
+    record = group_module.record_group_epoch
 
-    def recorded(engine, written: int, attempt: int, epoch: int, *rest) -> None:  # noqa: ANN001
-        record_epoch(engine, written, attempt, epoch, *rest)
-        if written == run_id and epoch == 1:
+    def recorded(engine, epochs, endings):  # noqa: ANN001, ANN202
+        written = record(engine, epochs, endings)
+        if any(write.run_id == run_id and write.epoch == 1 for write in epochs):
             then()
+        return written
 
-    monkeypatch.setattr(group_module, "record_epoch", recorded)
+    monkeypatch.setattr(group_module, "record_group_epoch", recorded)
 
 
 def test_each_member_meets_its_own_fate_and_the_others_train_as_alone(
@@ -120,3 +121,67 @@ def test_a_group_admits_a_compatible_run_queued_while_it_trains(
     assert ended == {first: "succeeded", late[0]: "succeeded"}
     assert get_run(engine, late[0]).group == get_run(engine, first).group
     assert _losses(engine, late[0]) == _losses(engine, reference)
+
+
+def test_a_member_fenced_out_of_the_groups_write_writes_nothing_and_leaves(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The member's run is cancelled just before the group's write of its second epoch, with
+    no heartbeat due to notice: the fence inside the batched write stops it. It writes nothing
+    more and leaves; the other member's rows land as the same spec's alone."""
+    engine = get_engine(database_url)
+    settings = Settings(
+        home=tmp_path, database_url=database_url, broker_url="redis://unused",
+        heartbeat_seconds=60, lease_seconds=120,
+    )  # fmt: skip
+    reference = _queue(engine, lr=0.2, seed=3)
+    assert execute_run(engine, reference, settings) == "succeeded"
+    survivor, victim = _queue(engine, lr=0.2, seed=3), _queue(engine, lr=0.1, seed=4)
+    record, attempted = group_module.record_group_epoch, []
+
+    def recorded(engine, epochs, endings):  # noqa: ANN001, ANN202
+        attempted.extend((write.run_id, write.epoch) for write in epochs)
+        if (victim, 2) in attempted and get_run(engine, victim).status == "running":
+            cancel_run(engine, victim)
+        return record(engine, epochs, endings)
+
+    monkeypatch.setattr(group_module, "record_group_epoch", recorded)
+
+    ended = execute_group(engine, survivor, settings, "host:1:t", "w", size=2)
+
+    assert ended == {survivor: "succeeded", victim: "cancelled"}
+    assert [epoch for run_id, epoch in attempted if run_id == victim] == [1, 2]  # then it left
+    assert {row[0] for row in _losses(engine, victim)} == {1}
+    assert get_run(engine, victim).epochs_done == 1
+    assert _losses(engine, survivor) == _losses(engine, reference)
+
+
+def test_a_database_error_in_the_groups_write_gives_every_lease_back(
+    engine, settings: Settings, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """The database, not the runs, is at fault: every member stops, writes nothing more and
+    gives its lease back, for another attempt to resume from its checkpoint."""
+    from sqlalchemy.exc import OperationalError
+
+    from service.lifecycle import reap_expired_leases
+
+    record, calls = group_module.record_group_epoch, []
+
+    def blip(engine, epochs, endings):  # noqa: ANN001, ANN202
+        calls.append(sorted((write.run_id, write.epoch) for write in epochs))
+        if len(calls) == 2:
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+        return record(engine, epochs, endings)
+
+    monkeypatch.setattr(group_module, "record_group_epoch", blip)
+    runs = [_queue(engine, lr=0.1, seed=1), _queue(engine, lr=0.2, seed=2)]
+
+    ended = execute_group(engine, runs[0], settings, "host:1:t", "w", size=2)
+
+    assert ended == dict.fromkeys(runs)
+    assert calls[:2] == [[(runs[0], 1), (runs[1], 1)], [(runs[0], 2), (runs[1], 2)]]
+    for run_id in runs:
+        run = get_run(engine, run_id)
+        assert (run.status, run.epochs_done) == ("running", 1)
+        assert run.error.startswith("database error: OperationalError")
+    assert sorted(d.run_id for d in reap_expired_leases(engine)) == runs

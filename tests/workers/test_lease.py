@@ -8,7 +8,7 @@ import time
 from sqlalchemy.exc import OperationalError
 from support import poll
 
-from workers.lease import Heartbeat
+from workers.lease import GroupHeartbeat, Heartbeat
 
 
 def _heartbeat(renew, **options) -> Heartbeat:  # noqa: ANN001, ANN003
@@ -89,3 +89,33 @@ def test_a_renewal_that_hangs_cannot_keep_training_going() -> None:
     finally:
         release.set()
         heartbeat.finish()
+
+
+def _member(run_id: int, **options) -> Heartbeat:  # noqa: ANN003
+    fields = {"interval": 0.05, "lease_seconds": 0.5, "time_limit": None, **options}
+    return Heartbeat(None, run_id, 1, **fields)  # type: ignore[arg-type]
+
+
+def test_a_group_renews_its_members_leases_in_one_call_and_a_lost_one_stops() -> None:
+    calls: list[list[tuple[int, int]]] = []
+
+    def renew(_engine, leases, lease_seconds: float) -> set[int]:  # noqa: ANN001
+        calls.append(sorted(leases))
+        return {7, 9}  # run 8's attempt no longer holds it
+
+    group = GroupHeartbeat(None, interval=0.05, lease_seconds=0.5, renew=renew)  # type: ignore[arg-type]
+    kept, lost, limited = _member(7), _member(8), _member(9, time_limit=0.2)
+    for member in (kept, lost, limited):
+        group.add(member)
+    group.start()
+    try:
+        poll(lambda: lost.stop.is_set() and limited.stop.is_set(), 5, "both to stop")
+        assert calls[0] == [(7, 1), (8, 1), (9, 1)]
+        assert (lost.reason, limited.reason) == ("lease lost", "time limit")
+        count = len(calls)
+        poll(lambda: len(calls) > count + 2, 5, "more beats")
+        # the lost member no more; the one past its time limit until its training has stopped
+        assert all(call == [(7, 1), (9, 1)] for call in calls[count + 1 :])
+        assert not kept.stop.is_set() and time.monotonic() - kept.renewed_at < 0.5
+    finally:
+        group.finish()

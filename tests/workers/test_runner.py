@@ -171,9 +171,9 @@ def test_finishing_rides_out_a_database_blip(
 ) -> None:  # noqa: ANN001
     from sqlalchemy.exc import OperationalError
 
-    import workers.runner as runner
+    import workers.outcomes as outcomes
 
-    real, calls = runner.finish_run, []
+    real, calls = outcomes.finish_run, []
 
     def flaky(*args, **kwargs) -> None:
         calls.append(args)
@@ -181,7 +181,7 @@ def test_finishing_rides_out_a_database_blip(
         if len(calls) == 1:
             raise OperationalError("COMMIT", {}, Exception("connection reset"))
 
-    monkeypatch.setattr(runner, "finish_run", flaky)
+    monkeypatch.setattr(outcomes, "finish_run", flaky)
     run_id = _queue(sqlite_engine, task="binary", model="mlp", epochs=1)
     assert execute_run(sqlite_engine, run_id, settings) == "succeeded"
     assert len(calls) == 2 and get_run(sqlite_engine, run_id).status == "succeeded"
@@ -225,7 +225,7 @@ def test_a_device_fault_ends_the_attempt_not_the_run(
     import torch
 
     from service.lifecycle import reap_expired_leases
-    from workers.runner import DeviceFault
+    from workers.outcomes import DeviceFault
 
     _failing(monkeypatch, torch.AcceleratorError("CUDA error: an illegal memory access"))
     run_id = _queue(sqlite_engine, task="binary", model="mlp")
@@ -257,7 +257,7 @@ def test_a_device_fault_ends_the_attempt_not_the_run(
     ],
 )
 def test_which_errors_are_the_devices(error: str, device: bool) -> None:
-    from workers.runner import is_device_fault
+    from workers.outcomes import is_device_fault
 
     name, _, message = error.partition(":")
     exc = type(name, (RuntimeError,), {})(message)
