@@ -144,13 +144,13 @@ def experiment_page(request: Request) -> Response:
     runs = list_runs(engine, experiment=name, limit=MAX_EXPERIMENT_RUNS)
     if not runs:
         return error_page(request, 404, f"no experiment named {name!r}")
-    # Seeds vary by design: the summary's std is taken across them, not plotted against. An
-    # axis needs a value from every run: a parameter that does not apply to some (the cell of
-    # an MLP) is not one.
+    # Seeds vary by design (the data seed follows the seed unless set): the summary's std is
+    # taken across them, not plotted against. An axis needs a value from every run: a
+    # parameter that does not apply to some (the cell of an MLP) is not one.
     values = {
         p: {repr(run.params[p]) for run in runs}
         for p in PARAM_KINDS
-        if p != "seed" and all(p in run.params for run in runs)
+        if p not in ("seed", "data_seed") and all(p in run.params for run in runs)
     }
     varying = [p for p, seen in values.items() if len(seen) > 1]
     fewest = min(varying, key=lambda p: len(values[p]), default="model")

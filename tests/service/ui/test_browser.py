@@ -163,7 +163,7 @@ def test_compare_overlays_the_chosen_runs(site: dict, page: Any, tmp_path: Path)
         losses = site["server"].get(f"/api/runs/{run_id}/losses").json()
         assert shown[f"run {run_id}"] == losses["splits"]["val"]["L"]["value"]
     differing = page.locator("#differing tbody th").all_text_contents()
-    assert differing == ["hidden", "lr", "seed", "tag.team"]
+    assert differing == ["hidden", "lr", "seed", "data_seed", "tag.team"]
     page.screenshot(path=tmp_path / "compare.png", full_page=True)
 
 
