@@ -90,4 +90,9 @@ def main() -> None:
     # ORM's): the collector's repeated passes over them cost `expq runs list` about 70 ms of
     # its start (447 → 377 ms to import). It runs again once the command is found.
     gc.disable()
-    cli(prog_name="expq")
+    try:
+        cli(prog_name="expq")
+    finally:
+        # What the command made lives until the process exits: the collector's last pass over
+        # it (seconds for the demo's, on a loaded machine) would only delay the exit.
+        gc.freeze()

@@ -7,7 +7,6 @@ can do rather than a few epochs of noise.
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import socket
@@ -207,26 +206,21 @@ def run_demo(epochs: int | None = None) -> int:
     env = {**os.environ, "EXPQ_DATABASE_URL": settings.database_url, "OMP_NUM_THREADS": "1"}
     engine = get_engine(settings.database_url)  # the schema, before the worker looks for it
     experiment = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    try:
-        with _stopped_like_ctrl_c(), _broker_url() as broker_url:
-            env["EXPQ_BROKER_URL"] = broker_url
-            os.environ["EXPQ_BROKER_URL"] = broker_url
-            click.echo(f"broker:   {mask_url(broker_url)}")
-            click.echo(f"database: {mask_url(settings.database_url)}")
-            worker = start_worker(env, settings.home / "demo-worker.log")
-            try:
-                _watch(engine, _submit(engine, broker_url, experiment, epochs), worker)
-                code = _report(engine, experiment)
-                click.echo("stopping the demo worker ...")
-                stop_worker(worker)
-                return code
-            except BaseException:
-                _abandon(engine, experiment, worker)
-                raise
-    finally:
-        # Whatever the demo made lives until it exits: the collector's last pass over it,
-        # at exit, took seconds on a loaded machine.
-        gc.freeze()
+    with _stopped_like_ctrl_c(), _broker_url() as broker_url:
+        env["EXPQ_BROKER_URL"] = broker_url
+        os.environ["EXPQ_BROKER_URL"] = broker_url
+        click.echo(f"broker:   {mask_url(broker_url)}")
+        click.echo(f"database: {mask_url(settings.database_url)}")
+        worker = start_worker(env, settings.home / "demo-worker.log")
+        try:
+            _watch(engine, _submit(engine, broker_url, experiment, epochs), worker)
+            code = _report(engine, experiment)
+            click.echo("stopping the demo worker ...")
+            stop_worker(worker)
+            return code
+        except BaseException:
+            _abandon(engine, experiment, worker)
+            raise
 
 
 @contextmanager

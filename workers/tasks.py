@@ -66,39 +66,26 @@ def retry_countdown(retries: int) -> int | None:
     return None if retries >= MAX_RETRIES else min(2**retries, RETRY_MAX_SECONDS)
 
 
-def _release_dead_claim(run_id: int, owner: str, reason: str) -> None:
-    """Release every run the dead process held as `owner`: its message's run, and the other
-    members of its fused group."""
+def _release_claim(run_id: int, owner: str, reason: str, *, publish_now: bool = False) -> None:
+    """Release every run a process held as `owner`: its message's run, and the other members
+    of its fused group. The reaper publishes them again, woken; `publish_now` publishes them
+    from this thread instead (a cold shutdown stops the reaper with the worker)."""
     from service.lifecycle import release_owner
-    from workers.reaper import wake_reaper
+    from workers.reaper import reconcile_once, wake_reaper
 
+    settings = load_settings()
     try:
-        released = release_owner(get_engine(load_settings().database_url), owner, reason)
+        released = release_owner(get_engine(settings.database_url), owner, reason)
         for released_id in released:
             log.warning("run %s: %s; lease released", released_id, reason)
-        if released:
+        if released and publish_now:
+            reconcile_once(app, settings)
+        elif released:
             wake_reaper()
         else:
             log.info("run %s: %s; it held no lease (any more) as %s", run_id, reason, owner)
     except Exception:  # noqa: BLE001 - the lease still runs out by itself
-        log.warning("run %s: could not release the lease of a dead process", run_id, exc_info=True)
-
-
-def _give_back(app, run_id: int, owner: str) -> None:  # noqa: ANN001 - the Celery app
-    """Release every run `owner` held and queue it again now, its message published, so that
-    the next worker resumes it from its last epoch's checkpoint."""
-    from service.lifecycle import release_owner
-    from workers.reaper import reconcile_once
-
-    settings = load_settings()
-    try:
-        released = release_owner(get_engine(settings.database_url), owner, SHUT_DOWN)
-        if released:
-            reconcile_once(app, settings)
-        for released_id in released:
-            log.warning("run %s: %s; queued again", released_id, SHUT_DOWN)
-    except Exception:  # noqa: BLE001 - the lease still runs out by itself
-        log.warning("run %s: could not give the run back at shutdown", run_id, exc_info=True)
+        log.warning("run %s: could not release its lease (%s)", run_id, reason, exc_info=True)
 
 
 class TrainRequest(Request):
@@ -117,8 +104,9 @@ class TrainRequest(Request):
             # Not from inside Celery's signal handler, where this runs; not a daemon, so that
             # the worker's exit waits for it.
             threading.Thread(
-                target=_give_back,
-                args=(self.task.app, run_id, owner),
+                target=_release_claim,
+                args=(run_id, owner, SHUT_DOWN),
+                kwargs={"publish_now": True},
                 name=f"give-back-{run_id}",
             ).start()
         return result
@@ -138,7 +126,7 @@ class TrainRequest(Request):
             owner = lease_owner(socket.gethostname(), self.worker_pid, self.id)
             # A thread: the database must not stall the consumer's event loop.
             threading.Thread(
-                target=_release_dead_claim,
+                target=_release_claim,
                 args=(run_id, owner, death_reason(exc)),
                 name=f"release-{run_id}",
                 daemon=True,
