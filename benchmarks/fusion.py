@@ -9,7 +9,8 @@ and whether every run's final losses are the same fused and alone.
 
 Run from the repository root:
     python -m benchmarks.fusion [--samples 320] [--epochs 2] [--runs 16] [--fuse 16]
-                                [--tasks T ...] [--database-url URL] [--output FILE]
+                                [--tasks T ...] [--models M ...]
+                                [--database-url URL] [--output FILE]
 Writes benchmarks/results/fusion.md. Starts a private redis-server; the database is SQLite in
 a temporary folder unless --database-url names another.
 """
@@ -238,6 +239,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--samples", type=int, default=320)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--fuse", type=int, default=16, help="K of the fused worker")
     parser.add_argument("--database-url")
     parser.add_argument("--output", type=Path, default=RESULT)
@@ -256,7 +258,7 @@ def main(argv: list[str]) -> None:
         try:
             fusing, alone = (Worker(bench, processes, env, k) for k in (args.fuse, 1))
             fused, solo = {}, {}
-            for key in itertools.product(args.tasks, MODELS):
+            for key in itertools.product(args.tasks, args.models):
                 fused[key] = fusing.sweep(*key, args)
                 solo[key] = alone.sweep(*key, args)
         finally:

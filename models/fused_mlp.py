@@ -114,19 +114,19 @@ class StackedGroup:
         """Each block's dropout scaling (K, rows, hidden), drawn from each member's generator
         in the order its solo run draws them; None where no member drops out."""
         config = active[0].model.config
-        if all(t.member.spec.dropout == 0 for t in active):
+        drops = [t.member.spec.dropout for t in active]
+        if not any(drops):
             return [None] * config.layers
-        ones, keep = torch.ones(rows, config.hidden), []
+        kept = torch.tensor([1 - p for p in drops], dtype=torch.float32).view(-1, 1, 1)
+        keep = []
         for _ in range(config.layers):
-            scales = []
-            for trainer in active:
-                p = trainer.member.spec.dropout
-                scale = ones  # nn.Dropout draws nothing at p = 0
+            scale = torch.empty(len(active), rows, config.hidden)
+            for k, (trainer, p) in enumerate(zip(active, drops, strict=True)):
                 if p > 0:
-                    scale = torch.empty_like(ones).bernoulli_(1 - p, generator=trainer.generator)
-                    scale.div_(1 - p)
-                scales.append(scale)
-            keep.append(torch.stack(scales))
+                    scale[k].bernoulli_(1 - p, generator=trainer.generator)
+                else:
+                    scale[k].fill_(1.0)  # nn.Dropout draws nothing at p = 0
+            keep.append(scale.div_(kept))  # dropout's noise.div_(1 - p), each member's p
         return keep
 
     def _train(self, active: list[_Trainer], stacked: StackedMLP, optimizer: StackedSGD) -> Tensor:

@@ -5,7 +5,8 @@ Why the numbers match `models.training` on the CPU: a batched matmul computes ea
 slice as the matmul of that slice alone, and a norm or sum over a member's slice reduces in
 the order of the whole tensor alone; dropout masks come from each member's own generator in
 the solo draw order; autograd's backward is replaced where it would round otherwise (`_Linear`,
-`_bmm`); and SGD's fused multiply-adds (`add(alpha=...)`) keep their single rounding. The
+`_bmm`); and SGD's fused multiply-adds (`add(alpha=...)`) become `addcmul` by a per-member
+float32 tensor, which the CPU kernel rounds once as well (value 1: the same fused multiply-add). The
 equality is tested, member by member, against solo runs (tests/models/test_fusion.py).
 """
 
@@ -18,22 +19,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.mlp import MLP
-
-LOOP_MIN = 4096  # from this many numbers a member, SGD's multiply-adds run member by member
-
-
-def _multiply_add(c: Tensor, a: Tensor, alphas: list[float], into: Tensor) -> None:
-    """into = c + alpha * a for each member's alpha, rounded once as the CPU kernel of
-    `c.add(a, alpha=alpha)` rounds it (a fused multiply-add). Large members call that kernel
-    one by one; small ones, where those calls would cost more than the arithmetic, compute it
-    in float64, which holds the float32 product exactly, then round."""
-    if c[0].numel() >= LOOP_MIN:
-        for k, alpha in enumerate(alphas):
-            torch.add(c[k], a[k], alpha=alpha, out=into[k])
-        return
-    scale = torch.tensor(alphas, dtype=torch.float32).view((-1,) + (1,) * (c.dim() - 1))
-    into.copy_(torch.addcmul(c.double(), a.double(), scale.double()))
-
 
 SMALL_GEMM = 400  # below this many multiply-adds a matrix, bmm on the CPU loops on its own
 # below this many rows, MKL's mm rounds some matrices otherwise than bmm's slice of them: on
@@ -74,7 +59,7 @@ class _Linear(torch.autograd.Function):
         return grad_x, _bmm(grad.transpose(1, 2), x), grad.sum(1)
 
 
-def _per_member(values: list[float], like: Tensor) -> Tensor:
+def per_member(values: list[float], like: Tensor) -> Tensor:
     """A float32 (K, 1, ...) tensor that broadcasts over each member's slice of `like`."""
     return torch.tensor(values, dtype=torch.float32).view(-1, *[1] * (like.dim() - 1))
 
@@ -131,11 +116,12 @@ class StackedSGD:
     ) -> None:
         self.params, self.optimizers = stacked.parameters(), optimizers
         groups = [optimizer.param_groups[0] for optimizer in optimizers]
-        like = self.params[0]
-        self.lr = [-g["lr"] for g in groups]
         self.momentum = [g["momentum"] for g in groups]
-        self.weight_decay = [g["weight_decay"] for g in groups]
-        self.scale = _per_member(self.momentum, like)
+        decays = [g["weight_decay"] for g in groups]
+        # per parameter: each member's -lr, momentum and weight decay, shaped to broadcast
+        self.lr = [per_member([-g["lr"] for g in groups], p) for p in self.params]
+        self.scale = [per_member(self.momentum, p) for p in self.params]
+        self.decay = [per_member(decays, p) for p in self.params] if any(decays) else None
         still = [k for k, m in enumerate(self.momentum) if m == 0]  # members without momentum
         self.still = torch.tensor(still, dtype=torch.long)
         self.clips = clips
@@ -162,22 +148,21 @@ class StackedSGD:
         """Clip, then one SGD step, then clear the gradients."""
         grads = [p.grad for p in self.params]
         self._clip(grads)
+        momentum = any(self.momentum)
         for i, (param, grad) in enumerate(zip(self.params, grads, strict=True)):
-            shape = (-1,) + (1,) * (param.dim() - 1)
-            decayed = grad
-            if any(self.weight_decay):
-                decayed = torch.empty_like(grad)
-                _multiply_add(grad, param, self.weight_decay, decayed)
+            # SGD's grad.add(param, alpha=weight_decay), buf.mul_(momentum).add_(grad) and
+            # param.add_(buf, alpha=-lr), every member at once
+            decayed = grad if self.decay is None else grad.addcmul(param, self.decay[i])
             buffer = self.buffers[i]
-            if any(self.momentum):
-                decayed = decayed if buffer is None else buffer * self.scale.view(shape) + decayed
-            _multiply_add(param, decayed, self.lr, param)
-            if any(self.momentum):
+            if momentum:
+                buffer = decayed if buffer is None else buffer.mul_(self.scale[i]).add_(decayed)
+            param.addcmul_(buffer if momentum else decayed, self.lr[i])
+            if momentum:
                 # Members without momentum keep a zero buffer: 0 * 0 + gradient is the gradient
                 # exactly, with no where() over every member, and no 0 * inf from a diverged one.
                 if self.still.numel():
-                    decayed.index_fill_(0, self.still, 0.0)
-                self.buffers[i] = decayed
+                    buffer.index_fill_(0, self.still, 0.0)
+                self.buffers[i] = buffer
             param.grad = None
 
     def _clip(self, grads: list[Tensor]) -> None:
