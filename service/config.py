@@ -30,11 +30,11 @@ class Settings:
     visibility_timeout_seconds: float = 3600.0  # Redis redelivers an unacked message after this
     max_attempts: int = 3  # claims a run gets before a crash every time fails it
     progress_timeout_seconds: float = 300.0  # a claimed run this long without a batch is hung
-    # Runs a training process trains as one fused group; 1: fusion off, the default. MLP
-    # sweeps on the CPU gained 2-13x at 16 (benchmarks/results/fusion.md), RNN and CUDA runs
-    # nothing (they are claimed alone whatever K is), and the fused path has run only in tests
-    # and benchmarks so far: opt in with --fuse 8.
-    fuse: int = 1
+    # Runs of one shape a training process trains as one fused group (MLPs on the CPU; any
+    # other run trains alone whatever K is); 1 turns fusion off. A 16-run MLP sweep took
+    # 2.9-5.1x less wall time at 8 and 3.4-6.8x at 16 (benchmarks/results/fusion_groups.md):
+    # 8 keeps most of the gain and leaves a 16-run sweep to two workers of a fleet.
+    fuse: int = 8
 
 
 def _seconds(name: str, default: float) -> float:

@@ -35,10 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from service.checkpoints import load_checkpoints
 from service.config import Settings
+from service.db import connection_scope
 from service.epoch_writes import EpochWrite
 from service.lifecycle import (
     Ending,
@@ -52,6 +53,7 @@ from service.lifecycle import (
 )
 from service.pruning import prune_reason
 from service.schema import RunStatus
+from service.tables import runs
 from workers.data_cache import cached_data
 from workers.lease import GroupHeartbeat, Heartbeat
 from workers.outcomes import (
@@ -424,6 +426,23 @@ def _prunable(seat: _Seat) -> bool:
 
 def _ids(seats: list[_Seat]) -> str:
     return ", ".join(str(seat.run_id) for seat in seats)
+
+
+def trains_in_group(engine: Engine, run_id: int) -> bool:
+    """Whether queued run `run_id` would train stacked here (an MLP on the CPU), the only kind
+    a fused group speeds up; any other run takes the solo path (workers/runner.py), as it
+    does under --fuse 1. False too when it is not queued or its spec is malformed: the solo
+    path drops or fails it."""
+    from models.spec import trains_stacked
+
+    with connection_scope(engine, read_only=True) as connection:
+        spec = connection.scalar(
+            select(runs.c.spec).where(runs.c.run_id == run_id, runs.c.status == RunStatus.QUEUED)
+        )
+    if not isinstance(spec, dict) or spec.get("model") != "mlp":
+        return False
+    device = spec.get("device")
+    return trains_stacked("mlp", auto_device() if device == "auto" else str(device))
 
 
 def execute_group(

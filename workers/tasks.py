@@ -25,7 +25,7 @@ from service.errors import DatabaseError
 from workers import flow
 from workers.app import TRAIN_TASK, app
 from workers.control import leave_device_queues
-from workers.group import execute_group
+from workers.group import execute_group, trains_in_group
 from workers.outcomes import EXIT_HUNG, INFRASTRUCTURE_ERRORS, DeviceFault
 from workers.runner import execute_run, lease_owner
 
@@ -150,7 +150,7 @@ def train_run(self: Task, run_id: int) -> str | None:
     owner = lease_owner(socket.gethostname(), os.getpid(), self.request.id)
     try:
         engine = get_engine(settings.database_url)
-        if settings.fuse > 1:
+        if settings.fuse > 1 and trains_in_group(engine, run_id):
             ended = execute_group(
                 engine, run_id, settings, owner, self.request.hostname, settings.fuse
             )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from models.spec import spec_from_dict
 from service.config import Settings
@@ -15,7 +16,7 @@ from service.db import get_engine
 from service.lifecycle import cancel_run
 from service.store import NewRun, create_run, get_losses, get_run, group_members
 from workers import group as group_module
-from workers.group import execute_group
+from workers.group import execute_group, trains_in_group
 from workers.runner import execute_run
 
 BASE = {"task": "binary", "model": "mlp", "activation": "relu", "hidden": 8, "samples": 200}
@@ -185,3 +186,16 @@ def test_a_database_error_in_the_groups_write_gives_every_lease_back(
         assert (run.status, run.epochs_done) == ("running", 1)
         assert run.error.startswith("database error: OperationalError")
     assert sorted(d.run_id for d in reap_expired_leases(engine)) == runs
+
+
+def test_only_queued_mlp_runs_on_the_cpu_go_to_a_group(engine) -> None:  # noqa: ANN001
+    """The others take the solo path under --fuse K as under --fuse 1: RNNs, CUDA runs, and a
+    message whose run is not queued (the solo path drops it)."""
+    mlp, auto = _queue(engine), _queue(engine, device="auto")
+    rnn, cuda = _queue(engine, model="rnn"), _queue(engine, device="cuda")
+    cancelled = _queue(engine)
+    cancel_run(engine, cancelled)
+    routes = {run_id: trains_in_group(engine, run_id) for run_id in (mlp, auto, rnn, cuda)}
+    on_cpu = not torch.cuda.is_available()  # where auto trains
+    assert routes == {mlp: True, auto: on_cpu, rnn: False, cuda: False}
+    assert not trains_in_group(engine, cancelled) and not trains_in_group(engine, 10**6)
