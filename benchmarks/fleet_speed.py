@@ -6,7 +6,9 @@
 (b) throughput: 1,000 one-epoch tiny jobs through 2 workers, end to end (first submit to last
     run finished); beside a burst of 1,000 Celery no-op tasks through 2 Celery workers. The time
     per job is split into queue (submitted → claimed), claim, setup, training and writes, from
-    the database and the runner's per-run log line.
+    the database and the runner's per-run log line. The workers run with --fuse 1: the 1,000
+    jobs share one shape, and the default (8) would train them in fused groups, which this
+    benchmark does not measure (benchmarks/fusion.py does).
 
 Run from the repository root:
     python -m benchmarks.fleet_speed [--jobs 1000] [--latency-jobs 200] [--database-url URL]
@@ -417,6 +419,7 @@ def main(argv: list[str]) -> None:
             "EXPQ_BROKER_URL": broker,
             "FLEET_NOOP_BROKER": broker,
             "OMP_NUM_THREADS": "1",
+            "EXPQ_FUSE": "1",  # each job alone, its phases in the runner's log line
         }
         os.environ.update({k: env[k] for k in ("EXPQ_HOME", "FLEET_NOOP_BROKER")})
         submitter = Submitter(database, broker)

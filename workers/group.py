@@ -1,5 +1,6 @@
 """A fused group from claim to every member's terminal state: what a worker run with
-`--fuse K` (K > 1) does with a train message.
+`--fuse K` (K > 1, the default 8) does with the train message of an MLP run on the CPU (any
+other run takes the solo path, workers/runner.py: `trains_in_group`).
 
 The run whose message arrived is claimed with up to K - 1 queued runs of its fusion key
 (service/fusion_keys.py) in one transaction, the most urgent first; the worker does not wait
