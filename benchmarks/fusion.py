@@ -22,7 +22,6 @@ import itertools
 import os
 import re
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -131,18 +130,22 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / ticks
 
 
-def setup_per_run(log: Path, run_ids: set[int], fused: bool) -> float:
-    """Mean ms of claim and setup per run, from the worker's log."""
+def setup_per_run(log: Path, run_ids: set[int]) -> float:
+    """Mean ms of claim and setup per run, from the worker's log: a group's shared setup
+    divided among its members, a run trained alone its own."""
     text = log.read_text()
-    if fused:
-        shared = [
-            (float(ms), len(ids.split(",")))
-            for _, ms, ids in GROUP_SETUP.findall(text)
-            if int(ids.split(",")[0]) in run_ids
-        ]
-        return sum(ms for ms, _ in shared) / sum(n for _, n in shared)
-    solo = [float(a) + float(b) for run, a, b in SOLO_SETUP.findall(text) if int(run) in run_ids]
-    return statistics.mean(solo)
+    shared, grouped = [], set()
+    for _, ms, ids in GROUP_SETUP.findall(text):
+        members = {int(run) for run in ids.split(",")}
+        if members & run_ids:
+            shared.append((float(ms), len(members)))
+            grouped |= members
+    shared += [
+        (float(claim) + float(setup), 1)
+        for run, claim, setup in SOLO_SETUP.findall(text)
+        if int(run) in run_ids - grouped  # a member's own line repeats the group's setup
+    ]
+    return sum(ms for ms, _ in shared) / sum(n for _, n in shared)
 
 
 class Worker:
@@ -179,11 +182,12 @@ class Worker:
             "wall": wall,
             "cpu": cpu_seconds(self.pids) - cpu,
             "samples_per_s": trained / wall,
-            "setup_ms": setup_per_run(self.log, set(run_ids), self.fuse > 1),
+            "setup_ms": setup_per_run(self.log, set(run_ids)),
             "peak_mb": peak_rss_mb(self.pids),
             "losses": [row.final_val_loss for row in rows],
             "statuses": {row.status for row in rows},
-            "groups": len({row.group_id for row in rows}),
+            # each fused group once, each run trained alone once
+            "groups": len({row.group_id or f"alone {row.run_id}" for row in rows}),
         }
 
 
@@ -213,6 +217,18 @@ def report(args: argparse.Namespace, argv: list[str], load: tuple, fused: dict, 
                 "against alone.",
             ]
         ),
+        "",
+        " ".join(
+            [
+                "RNN runs take the solo path whatever --fuse says",
+                "(`workers.group.trains_in_group`; a recurrent layer over stacked weights was",
+                "tried and rejected: `fusion_rnn_probe.md`), so an RNN row compares two workers",
+                "that both train one run at a time: its ratio is the spread between two equal",
+                "sweeps.",
+            ]
+        )
+        if "rnn" in args.models
+        else "",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
