@@ -180,6 +180,18 @@ def _claim_compatible(
         .values(**values, group_id=group)
         .returning(Run.run_id, Run.attempt, Run.spec, Run.priority)
     ).all()
+    if rows:
+        # The runs the group held alone until now join it by name: a run shows a fused group
+        # only once another trains beside it.
+        connection.execute(
+            update(Run)
+            .where(
+                Run.lease_owner == values["lease_owner"],
+                Run.status == RunStatus.RUNNING,
+                Run.group_id.is_(None),
+            )
+            .values(group_id=group)
+        )
     rows.sort(key=lambda row: (-row.priority, row.run_id))
     return [MemberClaim(row.run_id, row.attempt, row.spec) for row in rows]
 
@@ -197,8 +209,9 @@ def claim_group(
 ) -> tuple[list[MemberClaim], str | None, str]:
     """Claim run `run_id` and, in the same transaction, up to `size` - 1 queued runs that may
     train beside it (its fusion key and queue), the most urgent first, all as fused group
-    `group` under one lease owner: ([run_id's claim, others...], key, queue), or ([], None, "")
-    when run_id is not queued. A run without a key, or of a kind that fusion does not speed up
+    `group` under one lease owner (a run alone in it is named no group until another joins):
+    ([run_id's claim, others...], key, queue), or ([], None, "") when run_id is not queued.
+    A run without a key, or of a kind that fusion does not speed up
     (`models.spec.trains_stacked`), is claimed alone, and its key comes back None: its group
     admits no one."""
     with engine.begin() as connection:
@@ -208,7 +221,7 @@ def claim_group(
         first = connection.execute(
             update(Run)
             .where(Run.run_id == run_id, Run.status == RunStatus.QUEUED)
-            .values(**values, group_id=group)
+            .values(**values, group_id=None)  # named once another run joins it
             .returning(Run.attempt, Run.spec, Run.fusion_key, Run.queue)
         ).first()
         if first is None:

@@ -120,7 +120,8 @@ def test_a_group_admits_a_compatible_run_queued_while_it_trains(
     ended = execute_group(engine, first, settings, "host:1:t", "w", size=2)
 
     assert ended == {first: "succeeded", late[0]: "succeeded"}
-    assert get_run(engine, late[0]).group == get_run(engine, first).group
+    group = get_run(engine, first).group  # named when the second run joined
+    assert group is not None and get_run(engine, late[0]).group == group
     assert _losses(engine, late[0]) == _losses(engine, reference)
 
 
@@ -199,3 +200,11 @@ def test_only_queued_mlp_runs_on_the_cpu_go_to_a_group(engine) -> None:  # noqa:
     on_cpu = not torch.cuda.is_available()  # where auto trains
     assert routes == {mlp: True, auto: on_cpu, rnn: False, cuda: False}
     assert not trains_in_group(engine, cancelled) and not trains_in_group(engine, 10**6)
+
+
+def test_a_run_that_trained_alone_in_a_group_shows_no_group(
+    engine, settings: Settings  # noqa: ANN001
+) -> None:
+    alone = _queue(engine)
+    assert execute_group(engine, alone, settings, "host:1:t", "w", size=8) == {alone: "succeeded"}
+    assert get_run(engine, alone).group is None
