@@ -32,8 +32,9 @@ class Settings:
     progress_timeout_seconds: float = 300.0  # a claimed run this long without a batch is hung
     # Runs of one shape a training process trains as one fused group (MLPs on the CPU; any
     # other run trains alone whatever K is); 1 turns fusion off. A 16-run MLP sweep took
-    # 2.9-5.1x less wall time at 8 and 3.4-6.8x at 16 (benchmarks/results/fusion_groups.md):
-    # 8 keeps most of the gain and leaves a 16-run sweep to two workers of a fleet.
+    # 2.2-2.5x less wall time at 4, 3.0-4.3x at 8 and 3.2-5.4x at 16 through a real worker
+    # (benchmarks/results/fusion_2000x5_k4.md, _k8.md, fusion_2000x5.md): 8 keeps most of
+    # the gain, and a worker takes what is queued, so a 16-run sweep still spreads over two.
     fuse: int = 8
 
 
