@@ -28,7 +28,7 @@ class Settings:
     reap_seconds: float = 5.0  # how often each worker looks for expired leases
     resend_after_seconds: float = 60.0  # a queued run unclaimed this long may have lost its message
     visibility_timeout_seconds: float = 3600.0  # Redis redelivers an unacked message after this
-    max_attempts: int = 3  # claims a run gets before a crash every time fails it
+    max_attempts: int = 3  # attempts a run may lose (crashes); those given back do not count
     progress_timeout_seconds: float = 300.0  # a claimed run this long without a batch is hung
     # Runs of one shape a training process trains as one fused group (MLPs on the CPU; any
     # other run trains alone whatever K is); 1 turns fusion off. A 16-run MLP sweep took

@@ -76,6 +76,7 @@ _COLUMNS: dict[str, tuple[Any, str]] = {
     "worker": (runs.c.worker, "text"),
     "attempt": (runs.c.attempt, "integer"),
     "max_attempts": (runs.c.max_attempts, "integer"),
+    "given_back": (runs.c.given_back, "integer"),
     "epochs_done": (runs.c.epochs_done, "integer"),
     "final_train_loss": (runs.c.final_train_loss, "number"),
     "final_val_loss": (runs.c.final_val_loss, "number"),

@@ -21,9 +21,11 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    String,
     and_,
     bindparam,
     case,
+    cast,
     func,
     literal,
     select,
@@ -513,6 +515,27 @@ def release_lease(engine: Engine, run_id: int, owner: str, reason: str) -> bool:
         return result.rowcount == 1
 
 
+def give_back_owner(engine: Engine, owner: str, reason: str) -> list[Dispatch]:
+    """Every run `owner` holds goes back to `queued` at once (its worker is shutting down): an
+    attempt given back, not lost, so max_attempts does not count it. The runs to publish."""
+    error = literal("attempt ") + cast(Run.attempt, String) + f" given back: {reason}; queued again"
+    with session_scope(engine) as session:
+        rows = session.execute(
+            _update()
+            .where(Run.status == RunStatus.RUNNING, Run.lease_owner == owner)
+            .values(
+                status=RunStatus.QUEUED,
+                queued_at=_clock(session),
+                given_back=Run.given_back + 1,
+                error=error,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .returning(Run.run_id, Run.queue, Run.priority)
+        ).all()
+    return sorted((Dispatch(*row) for row in rows), key=lambda d: (-d.priority, d.run_id))
+
+
 def release_owner(engine: Engine, owner: str, reason: str) -> list[int]:
     """release_lease for every run `owner` holds (a fused group's members share their process's
     owner); the runs released."""
@@ -556,10 +579,21 @@ def is_cancelled(engine: Engine, run_id: int) -> bool:
         return session.scalar(select(Run.status).where(Run.run_id == run_id)) == RunStatus.CANCELLED
 
 
+_REAPED = (Run.run_id, Run.attempt, Run.given_back, Run.max_attempts, Run.queue, Run.priority,
+           Run.error)  # fmt: skip
+
+
+def _lost(attempt: int, given_back: int) -> str:
+    """The attempts a run lost, for its error: "3 attempts", "3 attempts (and 2 given back)"."""
+    lost = f"{attempt - given_back} attempts"
+    return f"{lost} (and {given_back} given back)" if given_back else lost
+
+
 def reap_expired_leases(engine: Engine, now: datetime | None = None) -> list[Dispatch]:
-    """Runs whose lease expired go back to `queued` (to be published again) or, when their
-    attempts are spent, end `failed` with the reason; then every active study is topped up.
-    The runs to publish: those queued again and the new trials."""
+    """Runs whose lease expired go back to `queued` (to be published again) or, when they lost
+    max_attempts attempts (those given back do not count), end `failed` with the reason; then
+    every active study is topped up. The runs to publish: those queued again and the new
+    trials."""
     requeue: list[Dispatch] = []
     with session_scope(engine) as session:
         clock = _clock(session, now)
@@ -567,15 +601,15 @@ def reap_expired_leases(engine: Engine, now: datetime | None = None) -> list[Dis
         # for a later pass, once the database has ended that transaction: waiting on it here
         # would stall the recovery of every other run.
         expired = session.execute(
-            select(Run.run_id, Run.attempt, Run.max_attempts, Run.queue, Run.priority, Run.error)
+            select(*_REAPED)
             .where(Run.status == RunStatus.RUNNING, Run.lease_expires_at < clock)
             .with_for_update(skip_locked=True)
         ).all()
-        for run_id, attempt, max_attempts, queue, priority, note in expired:
+        for run_id, attempt, given_back, max_attempts, queue, priority, note in expired:
             reason = note or LEASE_EXPIRED
             guard = and_(_held(run_id, attempt), Run.lease_expires_at < clock)
-            if attempt >= max_attempts:
-                error = f"gave up after {attempt} attempts; the last: {reason}"
+            if attempt - given_back >= max_attempts:
+                error = f"gave up after {_lost(attempt, given_back)}; the last: {reason}"
                 requeue += _end(session, guard, status=RunStatus.FAILED, error=error) or []
                 continue
             result = session.execute(

@@ -328,6 +328,13 @@ def _metrics_shown(metrics: dict[str, float]) -> str:
     return ", ".join(f"{name}={fmt_number(value)}" for name, value in metrics.items()) or "-"
 
 
+def _attempts_shown(run: RunRecord) -> str:
+    """The attempt out of those the run may take: max_attempts plus the ones given back."""
+    if not run.given_back:
+        return f"{run.attempt}/{run.max_attempts}"
+    return f"{run.attempt}/{run.max_attempts + run.given_back} ({run.given_back} given back)"
+
+
 def emit_run_detail(
     run: RunRecord, losses: Sequence[LossRecord], fmt: str, beside: Sequence[int] = ()
 ) -> None:
@@ -349,7 +356,7 @@ def emit_run_detail(
         ("model", run.model),
         ("device", run.device or "-"),
         ("worker", run.worker or "-"),
-        ("attempt", f"{run.attempt}/{run.max_attempts}"),
+        ("attempt", _attempts_shown(run)),
         ("epochs", f"{run.epochs_done}/{run.params.get('epochs')}"),
         ("final train loss", fmt_number(run.final_train_loss)),
         ("final val loss", fmt_number(run.final_val_loss)),

@@ -64,6 +64,7 @@ class RunRecord:
     final_metrics: dict[str, float] = field(default_factory=dict)
     trial: int | None = None  # its trial number (0-based) when an adaptive search added it
     group: str | None = None  # the fused group its last attempt trained in; None: alone
+    given_back: int = 0  # attempts a worker's shutdown gave back: max_attempts does not count them
 
     def to_json(self) -> dict[str, Any]:
         """The run as DESIGN.md's JSON contract: timestamps in ISO 8601, UTC."""

@@ -31,7 +31,7 @@ from service.states import RunStatus
 
 RUN_COLUMNS = (
     "task", "model", "status", "spec", "queue", "priority", "idempotency_key", "max_attempts",
-    "attempt", "epochs_done", "created_at", "queued_at", "fusion_key",
+    "attempt", "given_back", "epochs_done", "created_at", "queued_at", "fusion_key",
 )  # fmt: skip
 
 # The run takes its experiment id from a subselect by name, so a lookup costs no round trip;
@@ -105,6 +105,7 @@ def new_run_values(
         "idempotency_key": idempotency_key,
         "max_attempts": max_attempts,
         "attempt": 0,
+        "given_back": 0,
         "epochs_done": 0,
         "created_at": now,
         "queued_at": now,

@@ -92,6 +92,7 @@ class Run(Base):
     worker: Mapped[str | None]
     attempt: Mapped[int]
     max_attempts: Mapped[int]
+    given_back: Mapped[int]
     lease_owner: Mapped[str | None]
     lease_expires_at: Mapped[datetime | None]
     epochs_done: Mapped[int]

@@ -89,6 +89,7 @@ def _to_record(run: Mapping[str, Any], tags: dict[str, str]) -> RunRecord:
         final_metrics=_metric_map(run["final_metrics"]),
         trial=run["trial_number"],
         group=run["group_id"],
+        given_back=run["given_back"],
     )
 
 

@@ -141,6 +141,8 @@ runs = Table(
     Column("worker", String(255)),
     Column("attempt", Integer, nullable=False, server_default=text("0")),
     Column("max_attempts", Integer, nullable=False, server_default=text("3")),
+    # Attempts a worker's shutdown gave back: they do not count toward max_attempts (0011).
+    Column("given_back", Integer, nullable=False, server_default=text("0")),
     Column("lease_owner", String(255)),
     Column("lease_expires_at", _when()),
     Column("epochs_done", Integer, nullable=False, server_default=text("0")),

@@ -6,7 +6,7 @@ Failures fall in two kinds. A deterministic one (an invalid spec, bad data, a no
 CUDA out of memory, a device-side assert, any other exception from training) ends the run at
 once: another attempt would fail the same way. An infrastructure one (the database
 unreachable, the process killed or hung, a device or driver fault) ends only this attempt:
-the lease expires, the reaper queues the run again, and after `max_attempts` claims it fails
+the lease expires, the reaper queues the run again, and after `max_attempts` lost attempts it fails
 with the last reason. So one sick machine cannot drain a queue into `failed`, and one run that
 breaks every device it touches takes at most `max_attempts` workers off their device.
 """

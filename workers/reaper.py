@@ -3,7 +3,8 @@
 Every `reap_seconds`, in every worker's main process:
 
 - runs whose lease expired (a worker died, froze or lost the database) are queued again and
-  published, or failed with the reason once `max_attempts` claims are spent;
+  published, or failed with the reason once they lost `max_attempts` attempts (a worker's cold
+  shutdown gives its runs back itself, workers/tasks.py, and those attempts do not count);
 - queued runs that waited longer than `resend_after_seconds` and whose message is missing
   (lost with a Redis restart, a submitter killed between insert and publish, a worker killed
   between its ack and its claim) are published again. On Redis exactly those: the reaper reads

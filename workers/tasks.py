@@ -2,7 +2,8 @@
 
 Its request class runs in the worker's main process and hears when a pool process died with
 a run in hand (the OOM killer, a segfault, SIGKILL): it expires that claim's lease at once and
-wakes the reaper, so the run is queued again in about a second instead of a lease later.
+wakes the reaper, so the run is queued again in about a second instead of a lease later. At a
+cold shutdown it gives the runs back instead: queued again, an attempt that does not count.
 """
 
 from __future__ import annotations
@@ -66,21 +67,17 @@ def retry_countdown(retries: int) -> int | None:
     return None if retries >= MAX_RETRIES else min(2**retries, RETRY_MAX_SECONDS)
 
 
-def _release_claim(run_id: int, owner: str, reason: str, *, publish_now: bool = False) -> None:
-    """Release every run a process held as `owner`: its message's run, and the other members
-    of its fused group. The reaper publishes them again, woken; `publish_now` publishes them
-    from this thread instead (a cold shutdown stops the reaper with the worker)."""
+def _release_claim(run_id: int, owner: str, reason: str) -> None:
+    """Release every run a dead process held as `owner`: its message's run, and the other
+    members of its fused group. The reaper, woken, queues them again: a lost attempt."""
     from service.lifecycle import release_owner
-    from workers.reaper import reconcile_once, wake_reaper
+    from workers.reaper import wake_reaper
 
-    settings = load_settings()
     try:
-        released = release_owner(get_engine(settings.database_url), owner, reason)
+        released = release_owner(get_engine(load_settings().database_url), owner, reason)
         for released_id in released:
             log.warning("run %s: %s; lease released", released_id, reason)
-        if released and publish_now:
-            reconcile_once(app, settings)
-        elif released:
+        if released:
             wake_reaper()
         else:
             log.info("run %s: %s; it held no lease (any more) as %s", run_id, reason, owner)
@@ -88,14 +85,33 @@ def _release_claim(run_id: int, owner: str, reason: str, *, publish_now: bool = 
         log.warning("run %s: could not release its lease (%s)", run_id, reason, exc_info=True)
 
 
+def _give_back(run_id: int, owner: str) -> None:
+    """Queue again and publish, from this thread, every run a process held as `owner` when its
+    worker shut down (the reaper stops with the worker): attempts given back, which
+    max_attempts does not count."""
+    from service.lifecycle import give_back_owner
+    from workers.dispatch import publish_run
+
+    try:
+        given = give_back_owner(get_engine(load_settings().database_url), owner, SHUT_DOWN)
+        for dispatch in given:
+            publish_run(app, dispatch.run_id, dispatch.queue, dispatch.priority)
+            log.warning("run %s: given back (%s); queued again", dispatch.run_id, SHUT_DOWN)
+        if not given:
+            log.info("run %s: %s; it held no lease (any more) as %s", run_id, SHUT_DOWN, owner)
+    except Exception:  # noqa: BLE001 - its lease runs out, or the reaper publishes it again
+        log.warning("run %s: could not give it back (%s)", run_id, SHUT_DOWN, exc_info=True)
+
+
 class TrainRequest(Request):
     """A train_run request, seen from the worker's main process."""
 
     def cancel(self, pool, signal=None, emit_retry=True):  # noqa: ANN001, ANN201
         """Celery's cold shutdown (a second Ctrl-C, SIGQUIT) ends the training processes: their
-        runs are given back at once. Without this they stayed `running`, their leases live,
-        until a worker's reaper found them expired (EXPQ_LEASE_SECONDS later, and only once a
-        worker ran again)."""
+        runs are queued again at once, attempts given back that max_attempts does not count.
+        Without this they stayed `running`, their leases live, until a worker's reaper found
+        them expired (EXPQ_LEASE_SECONDS later, and only once a worker ran again), and each
+        shutdown spent one of their attempts."""
         held = self.time_start is not None and self.worker_pid
         result = super().cancel(pool, signal, emit_retry)
         run_id = valid_run_id(self.args)
@@ -104,10 +120,7 @@ class TrainRequest(Request):
             # Not from inside Celery's signal handler, where this runs; not a daemon, so that
             # the worker's exit waits for it.
             threading.Thread(
-                target=_release_claim,
-                args=(run_id, owner, SHUT_DOWN),
-                kwargs={"publish_now": True},
-                name=f"give-back-{run_id}",
+                target=_give_back, args=(run_id, owner), name=f"give-back-{run_id}"
             ).start()
         return result
 
