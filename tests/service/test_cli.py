@@ -17,7 +17,7 @@ from support import Split, assert_nothing_written, expq_env, run_cli
 from models.spec import spec_from_dict
 from service.cli import cli
 from service.demo import free_port
-from service.lifecycle import claim_run, finish_run, record_epoch
+from service.lifecycle import claim_run, finish_run, give_back_owner, record_epoch
 from service.store import NewRun, create_run
 
 
@@ -267,6 +267,29 @@ def test_runs_show_and_losses(finished_run: int) -> None:
     ]
     missing = runner.invoke(cli, ["runs", "show", "999"])
     assert missing.exit_code == 2 and "no run with id 999" in missing.output
+
+
+def test_runs_show_and_list_count_the_attempts_given_back(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.db import get_engine
+
+    monkeypatch.setenv("EXPQ_DATABASE_URL", sqlite_url)
+    engine = get_engine(sqlite_url)
+    spec = spec_from_dict({"task": "binary", "model": "mlp", "epochs": 1})
+    run = create_run(engine, spec.to_dict(), spec.params(), NewRun("cli", "cpu"))
+    claim_run(engine, run.id, owner="o", worker="w", device="cpu", lease_seconds=30)
+    give_back_owner(engine, "o", "its worker was shut down (cold shutdown)")
+    attempt = claim_run(engine, run.id, owner="o", worker="w", device="cpu", lease_seconds=30)
+    finish_run(engine, run.id, attempt, "succeeded")
+
+    shown = _json(["runs", "show", str(run.id), "--format", "json"])
+    assert (shown["attempt"], shown["max_attempts"], shown["given_back"]) == (2, 3, 1)
+    table = CliRunner().invoke(cli, ["runs", "show", str(run.id)])
+    assert "2/4 (1 given back)" in table.output
+    listed = _json(["runs", "list", "--where", "given_back >= 1", "--format", "json"])
+    assert [r["id"] for r in listed] == [run.id]
+    assert _json(["runs", "list", "--where", "given_back = 0", "--format", "json"]) == []
 
 
 def test_runs_wait_exit_codes(finished_run: int) -> None:

@@ -10,7 +10,7 @@ from support import run_columns
 
 from service.db import downgrade, make_engine, session_scope, upgrade
 from service.fusion_keys import fusion_key
-from service.lifecycle import claim_compatible, claim_group, release_owner
+from service.lifecycle import claim_compatible, claim_group, give_back_owner, release_owner
 from service.records import utcnow
 from service.schema import Experiment, Run
 
@@ -63,6 +63,22 @@ def test_a_group_takes_its_run_and_the_most_urgent_compatible_ones(engine) -> No
     assert run_columns(engine, other_shape, "status") == ("queued",)
 
 
+def test_a_group_given_back_queues_every_member_again_at_no_cost(engine) -> None:  # noqa: ANN001
+    runs = [_queued(engine, lr=0.1), _queued(engine, lr=0.2), _queued(engine, lr=0.3)]
+    claims, _, _ = _claim(engine, runs[0], size=3)
+    assert sorted(c.run_id for c in claims) == runs
+    other = _queued(engine, hidden=16)
+    _claim(engine, other, size=1, owner="host:2:t")
+
+    given = give_back_owner(engine, "host:1:t", "its worker was shut down (cold shutdown)")
+
+    assert sorted(d.run_id for d in given) == runs
+    for run_id in runs:
+        assert run_columns(engine, run_id, "status", "attempt", "given_back", "lease_owner") == (
+            "queued", 1, 1, None,
+        )  # fmt: skip
+    assert run_columns(engine, other, "status", "given_back") == ("running", 0)
+
 
 def test_runs_that_fusion_does_not_speed_up_are_claimed_alone(engine) -> None:  # noqa: ANN001
     """RNN groups train member after member, as fast as one at a time: an RNN run is claimed
@@ -75,6 +91,7 @@ def test_runs_that_fusion_does_not_speed_up_are_claimed_alone(engine) -> None:  
         assert run_columns(engine, runs[1], "status") == ("queued",)
     mlp = [_queued(engine, lr=lr) for lr in (0.1, 0.2)]
     assert [c.run_id for c in _claim(engine, mlp[0], size=8)[0]] == mlp
+
 
 def _defaults() -> dict:
     from models.spec import spec_from_dict

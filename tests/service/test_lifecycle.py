@@ -15,15 +15,17 @@ from support import BEST_SUMMARY, Split, claim, new_run, poll, run_columns
 
 from service.db import session_scope
 from service.lifecycle import (
+    LEASE_EXPIRED,
     LeaseLost,
     cancel_run,
     claim_run,
     finish_run,
+    give_back_owner,
     reap_expired_leases,
     record_epoch,
     renew_lease,
 )
-from service.records import utcnow
+from service.records import Dispatch, utcnow
 from service.schema import Loss, Metric, Run, RunStatus
 from service.store import (
     get_losses,
@@ -187,9 +189,45 @@ def test_a_dead_process_releases_only_its_own_lease(engine) -> None:  # noqa: AN
     )
 
 
-def test_an_expired_lease_names_the_reason_it_was_lost(engine) -> None:  # noqa: ANN001
-    from service.lifecycle import LEASE_EXPIRED
+SHUT_DOWN = "its worker was shut down (cold shutdown)"
 
+
+def test_a_run_given_back_max_attempts_times_is_still_queued_and_trainable(engine) -> None:  # noqa: ANN001
+    run = new_run(engine, max_attempts=2)
+    for attempt in (1, 2, 3):
+        assert claim(engine, run.id, lease=60) == attempt
+        assert give_back_owner(engine, "w1", SHUT_DOWN) == [Dispatch(run.id, "cpu", 0)]
+        given_back = get_run(engine, run.id)
+        assert (given_back.status, given_back.given_back) == ("queued", attempt)
+        assert given_back.error == f"attempt {attempt} given back: {SHUT_DOWN}; queued again"
+        with pytest.raises(LeaseLost):  # the attempt given back writes nothing more
+            renew_lease(engine, run.id, attempt, 30)
+        assert reap_expired_leases(engine, now=utcnow() + timedelta(seconds=120)) == []
+    attempt = claim(engine, run.id)
+    finish_run(engine, run.id, attempt, RunStatus.SUCCEEDED)
+    done = get_run(engine, run.id)
+    assert (done.status, done.attempt, done.given_back, done.error) == ("succeeded", 4, 3, None)
+
+
+def test_crashes_still_fail_a_run_whose_earlier_attempts_were_given_back(engine) -> None:  # noqa: ANN001
+    run = new_run(engine, max_attempts=2)
+    claim(engine, run.id)
+    give_back_owner(engine, "w1", SHUT_DOWN)
+    assert give_back_owner(engine, "w1", SHUT_DOWN) == []  # it holds nothing any more
+    later = utcnow() + timedelta(seconds=5)
+    claim(engine, run.id, lease=1)
+    assert [d.run_id for d in reap_expired_leases(engine, now=later)] == [run.id]
+    assert get_run(engine, run.id).status == "queued"
+    claim(engine, run.id, lease=1)
+    assert reap_expired_leases(engine, now=later) == []
+    failed = get_run(engine, run.id)
+    assert (failed.status, failed.attempt, failed.given_back) == ("failed", 3, 1)
+    assert failed.error == (
+        f"gave up after 2 attempts (and 1 given back); the last: {LEASE_EXPIRED}"
+    )
+
+
+def test_an_expired_lease_names_the_reason_it_was_lost(engine) -> None:  # noqa: ANN001
     run = new_run(engine)
     claim(engine, run.id, lease=1)
     reap_expired_leases(engine, now=utcnow() + timedelta(seconds=5))
