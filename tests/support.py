@@ -338,7 +338,7 @@ def loss_rows(engine, run_id: int, attempt: int | None = None) -> list[tuple]:  
 
 def assert_settled(engine, run_ids: list[int]) -> dict[int, Any]:  # noqa: ANN001
     """The invariants every fault test ends with, for each run: one terminal status and no
-    lease; attempts within the maximum; the winning attempt's loss rows exactly
+    lease; attempts lost within the maximum; the winning attempt's loss rows exactly
     epochs_done x (timesteps + 1) x splits (T_split timesteps and one total per epoch and
     split, the same T every epoch), and queries showing exactly those rows."""
     from service.store import get_losses
@@ -349,7 +349,8 @@ def assert_settled(engine, run_ids: list[int]) -> dict[int, Any]:  # noqa: ANN00
         assert run.status in TERMINAL, (run_id, run.status)
         assert run.finished_at is not None and run.lease_owner is None, run_id
         assert run.lease_expires_at is None, run_id
-        assert 0 <= run.attempt <= run.max_attempts, (run_id, run.attempt, run.max_attempts)
+        lost = run.attempt - run.given_back  # attempts given back do not count
+        assert 0 <= lost <= run.max_attempts, (run_id, run.attempt, run.given_back)
         rows = loss_rows(engine, run_id, run.attempt)
         by_split: dict[str, dict[int, set]] = {}
         for _, epoch, split, timestep in rows:
